@@ -4,6 +4,14 @@ The CLI, config validation and the admin API all read NAMES / REGISTRY.
 """
 from __future__ import annotations
 
+from .geographic import GeographicPolicy
+from .health_based import HealthBasedPolicy
+from .least_latency import LeastLatencyPolicy
+from .round_robin import RoundRobinPolicy
+
 NAMES: tuple[str, ...] = ("geographic", "least-latency", "health-based", "round-robin")
 
-REGISTRY: dict = {}  # filled below once the strategy modules exist
+REGISTRY: dict[str, type] = {
+    cls.name: cls
+    for cls in (GeographicPolicy, LeastLatencyPolicy, HealthBasedPolicy, RoundRobinPolicy)
+}

@@ -5,10 +5,16 @@ disables) lives in the region store, not here.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import re
+import tomllib
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+from policies import NAMES as STRATEGIES
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -142,3 +148,521 @@ class Config:
             if r.id == region_id:
                 return r
         return None
+
+
+# --------------------------------------------------------------------------- loader
+ROLES = ("primary", "standby")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_DURATION_HINT = "use a number with a unit: 250ms, 5s, 2m, 1h"
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class ConfigError(Exception):
+    """Every problem in a config, each as "<key.path>: <message>"."""
+
+    def __init__(self, problems: list[str], source: str = "<config>") -> None:
+        self.problems = list(problems)
+        self.source = source
+        super().__init__("\n".join(self.problems))
+
+
+def parse_duration(text: str) -> float:
+    """"250ms", "5s", "1.5s", "2m", "1h" -> seconds. A bare number is ambiguous, so refused."""
+    m = _DURATION_RE.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
+        raise ValueError(f"bad duration {text!r} ({_DURATION_HINT})")
+    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds -> the shortest unit that writes it as a whole number (inverse of parse_duration)."""
+    for unit, size in (("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and float(seconds / size).is_integer():
+            return f"{int(seconds / size)}{unit}"
+    if seconds >= 1:
+        return f"{seconds:g}s"
+    return f"{seconds * 1000:g}ms"
+
+
+def parse_address(text: str) -> Address:
+    """"host:port", "[::1]:8080" or ":8080" (all interfaces) -> Address."""
+    if not isinstance(text, str) or not text or any(c.isspace() for c in text):
+        raise ValueError(f"bad address {text!r} (use HOST:PORT, [IPv6]:PORT or :PORT)")
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"bad address {text!r} (use [IPv6]:PORT)")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"bad address {text!r} ({host!r} is not an IPv6 address)") from None
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            raise ValueError(f"bad address {text!r} (missing :PORT)")
+        if ":" in host:
+            raise ValueError(f"bad address {text!r} (put an IPv6 host in brackets: [::1]:8080)")
+        host = host or "0.0.0.0"
+    if not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"bad address {text!r} (port must be 0..65535)")
+    return Address(host, int(port))
+
+
+# ---- value checkers: each takes the raw TOML value and returns the typed one or raises _Bad
+
+class _Bad(Exception):
+    """A value's problem; the key path is added by the caller."""
+
+
+_TOML_TYPES = {bool: "boolean", int: "integer", float: "float", str: "string",
+               list: "array", dict: "table"}
+
+
+def _type_name(value: Any) -> str:
+    return _TOML_TYPES.get(type(value), "date/time")
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], name: str) -> None:
+    # bool is an int subclass in Python; TOML keeps them apart, so do we.
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        raise _Bad(f"expected {name}, got {_type_name(value)} {value!r}")
+
+
+def _string(value: Any) -> str:
+    _expect(value, str, "a string")
+    if not value:
+        raise _Bad("must not be empty")
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    _expect(value, bool, "a boolean")
+    return value
+
+
+def _integer(minimum: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        _expect(value, int, "an integer")
+        if value < minimum:
+            raise _Bad(f"must be >= {minimum}, got {value}")
+        return value
+    return check
+
+
+def _number(*, low: float = 0.0, high: float | None = None,
+            allow_low: bool = False) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        _expect(value, (int, float), "a number")
+        if value < low or (value == low and not allow_low) or (high is not None and value > high):
+            bound = f">= {low:g}" if allow_low else f"> {low:g}"
+            raise _Bad(f"must be {bound}" + (f" and <= {high:g}" if high is not None else "")
+                       + f", got {value!r}")
+        return float(value)
+    return check
+
+
+def _duration(*, allow_zero: bool = False) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise _Bad(str(exc)) from None
+        if seconds == 0 and not allow_zero:
+            raise _Bad(f"must be longer than 0, got {value!r}")
+        return seconds
+    return check
+
+
+def _choice(options: tuple[str, ...], what: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        _expect(value, str, "a string")
+        if value not in options:
+            raise _Bad(f"unknown {what} {value!r} (choose one of: {', '.join(options)})")
+        return value
+    return check
+
+
+def _address(value: Any) -> Address:
+    _expect(value, str, "a string")
+    try:
+        return parse_address(value)
+    except ValueError as exc:
+        raise _Bad(str(exc)) from None
+
+
+def _url(value: Any) -> str:
+    _expect(value, str, "a string")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise _Bad(f"bad URL {value!r} ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _Bad(f"bad URL {value!r} (need http:// or https:// and a host)")
+    return value
+
+
+def _string_list(value: Any) -> list[str]:
+    # Elements are checked by the caller, which knows their key paths.
+    _expect(value, list, "an array")
+    return value
+
+
+def _country(value: Any) -> str:
+    _expect(value, str, "a string")
+    if not (len(value) == 2 and value.isascii() and value.isalpha() and value.isupper()):
+        raise _Bad(f"bad country code {value!r} (use ISO 3166-1 alpha-2 in upper case, e.g. 'GB')")
+    return value
+
+
+def _network(value: Any) -> IPNetwork:
+    _expect(value, str, "a string")
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise _Bad(f"bad network {value!r} (use an address or CIDR, e.g. '10.0.0.0/8')") from None
+
+
+# ---- what each table may hold
+
+_LISTEN = {"address": _address, "tls_cert": _string, "tls_key": _string}
+_ADMIN = {"address": _address, "token_env": _string}
+_GEO = {"database": str, "trusted_proxies": _string_list, "countries": dict}  # checked below
+_PROBE = {
+    "interval": _duration(), "timeout": _duration(), "fall": _integer(1), "rise": _integer(1),
+    "latency_interval": _duration(), "fast_interval": _duration(),
+    "down_interval": _duration(), "jitter": _number(high=0.5, allow_low=True),
+    "path_check_body": _boolean,
+}
+_BREAKER = {
+    "consecutive_failures": _integer(1), "open_for": _duration(), "max_open_for": _duration(),
+    "failure_ratio": _number(high=1.0), "window": _duration(), "min_requests": _integer(1),
+    "half_open_requests": _integer(1), "max_in_flight": _integer(1),
+}
+_LIMITS = {
+    "connect_timeout": _duration(), "read_timeout": _duration(), "idle_timeout": _duration(),
+    "header_timeout": _duration(), "max_header_bytes": _integer(1),
+    "max_body_bytes": _integer(0), "retry_body_bytes": _integer(0), "pool_size": _integer(1),
+    "pool_wait": _duration(allow_zero=True), "pool_idle": _duration(),
+    "retry_budget_ratio": _number(allow_low=True), "retry_budget_min": _integer(0),
+    "max_attempts": _integer(1), "drain_timeout": _duration(allow_zero=True),
+}
+_LOG = {"level": _choice(LOG_LEVELS, "log level"), "access_log": _boolean}
+_REGION = {
+    "id": _string, "api": _url, "health": _url, "provider": _string,
+    "role": _choice(ROLES, "role"), "failover": _string_list, "weight": _number(),
+    "tls_ca": _string, "tls_cert": _string, "tls_key": _string,
+}
+_RESIDENCY = {"countries": _string_list, "regions": _string_list}
+_TOP = {
+    "default_region": _string, "strategy": _choice(STRATEGIES, "strategy"),
+    "workers": _integer(1), "listen": dict, "admin": dict, "geo": dict, "probe": dict,
+    "breaker": dict, "limits": dict, "log": dict, "regions": list, "residency": list,
+}
+
+
+def _key(path: str, key: str) -> str:
+    name = key if _BARE_KEY_RE.fullmatch(key) else f'"{key}"'
+    return f"{path}.{name}" if path else name
+
+
+class _Checker:
+    """Collects problems while walking the TOML document."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}")
+
+    def table(self, value: Any, path: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Check a table's keys against spec; return the values that passed, converted.
+
+        A spec entry that is a plain type (dict, list, str) only checks the type;
+        the caller validates the contents.
+        """
+        if not isinstance(value, dict):
+            self.add(path, f"expected a table, got {_type_name(value)}")
+            return {}
+        out: dict[str, Any] = {}
+        for key, raw in value.items():
+            where = _key(path, key)
+            check = spec.get(key)
+            if check is None:
+                self.add(where, "unknown key")
+                continue
+            try:
+                if isinstance(check, type):
+                    _expect(raw, check, {dict: "a table", list: "an array of tables",
+                                         str: "a string"}[check])
+                    out[key] = raw
+                else:
+                    out[key] = check(raw)
+            except _Bad as exc:
+                self.add(where, str(exc))
+        return out
+
+    def items(self, values: list, path: str, check: Callable[[Any], Any]) -> list:
+        """Check each element of an array; return the ones that passed."""
+        out = []
+        for i, raw in enumerate(values):
+            try:
+                out.append(check(raw))
+            except _Bad as exc:
+                self.add(f"{path}[{i}]", str(exc))
+        return out
+
+    def require(self, got: dict[str, Any], raw: Any, path: str, keys: tuple[str, ...]) -> bool:
+        """Report required keys that are absent (not those present but invalid)."""
+        ok = True
+        for key in keys:
+            if key not in got:
+                ok = False
+                if isinstance(raw, dict) and key not in raw:
+                    self.add(_key(path, key), "required key missing")
+        return ok
+
+    def pair(self, got: dict[str, Any], path: str, a: str, b: str) -> None:
+        if (a in got) != (b in got):
+            have, missing = (a, b) if a in got else (b, a)
+            self.add(_key(path, missing), f"required when {have} is set")
+
+
+def parse_config(data: dict, source: str = "<config>") -> Config:
+    """Validate a parsed TOML document; raise one ConfigError listing every problem."""
+    c = _Checker()
+    top = c.table(data, "", _TOP)
+    c.require(top, data, "", ("default_region",))
+
+    listen = c.table(top.get("listen", {}), "listen", _LISTEN)
+    c.pair(listen, "listen", "tls_cert", "tls_key")
+    admin = c.table(top.get("admin", {}), "admin", _ADMIN)
+    probe = c.table(top.get("probe", {}), "probe", _PROBE)
+    breaker = c.table(top.get("breaker", {}), "breaker", _BREAKER)
+    if breaker.get("max_open_for", float("inf")) < breaker.get("open_for", BreakerConfig().open_for):
+        c.add("breaker.max_open_for", "must not be shorter than breaker.open_for")
+    limits = c.table(top.get("limits", {}), "limits", _LIMITS)
+    log = c.table(top.get("log", {}), "log", _LOG)
+
+    raw_regions = top.get("regions", [])
+    if isinstance(data, dict) and not data.get("regions"):
+        c.add("regions", "at least one [[regions]] table is required")
+    # Ids are collected before the regions are checked so that one broken region
+    # does not cascade into "unknown region" errors everywhere else.
+    known = {r["id"] for r in raw_regions
+             if isinstance(r, dict) and isinstance(r.get("id"), str) and r["id"]}
+    regions = _regions(c, raw_regions, known)
+
+    default = top.get("default_region")
+    if default is not None and default not in known:
+        c.add("default_region", f"unknown region {default!r} (defined: {_names(known)})")
+
+    geo = _geo(c, top.get("geo", {}), known)
+    residency = _residency(c, top.get("residency", []), known)
+
+    if c.problems:
+        raise ConfigError(c.problems, source)
+    return Config(
+        default_region=default,
+        strategy=top.get("strategy", "geographic"),
+        regions=regions,
+        listen=ListenConfig(**listen),
+        admin=AdminConfig(**admin),
+        geo=geo,
+        probe=ProbeConfig(**probe),
+        breaker=BreakerConfig(**breaker),
+        limits=LimitsConfig(**limits),
+        log=LogConfig(**log),
+        residency=residency,
+        workers=top.get("workers", 1),
+    )
+
+
+def _names(ids: set[str]) -> str:
+    return ", ".join(sorted(ids)) or "none"
+
+
+def _region_ref(value: Any, known: set[str]) -> str:
+    """A string naming a defined region (raises _Bad otherwise)."""
+    rid = _string(value)
+    if rid not in known:
+        raise _Bad(f"unknown region {rid!r}")
+    return rid
+
+
+def _regions(c: _Checker, raw: list, known: set[str]) -> tuple[RegionConfig, ...]:
+    out: list[RegionConfig] = []
+    first_seen: dict[str, int] = {}
+    for i, entry in enumerate(raw):
+        path = f"regions[{i}]"
+        got = c.table(entry, path, _REGION)
+        c.pair(got, path, "tls_cert", "tls_key")
+        complete = c.require(got, entry, path, ("id", "api", "health"))
+        rid = got.get("id")
+        if rid is not None:
+            if rid in first_seen:
+                c.add(f"{path}.id", f"duplicate region id {rid!r} (also regions[{first_seen[rid]}])")
+            first_seen.setdefault(rid, i)
+        failover: list[str] = []
+        for j, ref in enumerate(got.get("failover", [])):
+            where = f"{path}.failover[{j}]"
+            try:
+                ref = _region_ref(ref, known)
+            except _Bad as exc:
+                c.add(where, str(exc))
+                continue
+            if ref == rid:
+                c.add(where, f"a region cannot fail over to itself ({ref!r})")
+            elif ref in failover:
+                c.add(where, f"{ref!r} is listed twice")
+            else:
+                failover.append(ref)
+        got["failover"] = tuple(failover)
+        if complete:
+            out.append(RegionConfig(**got))
+    return tuple(out)
+
+
+def _geo(c: _Checker, raw: Any, known: set[str]) -> GeoConfig:
+    got = c.table(raw, "geo", _GEO)
+    # An empty database path means "no GeoIP": every client goes to default_region.
+    database = got.get("database", GeoConfig().database) or None
+    proxies = c.items(got.get("trusted_proxies", []), "geo.trusted_proxies", _network)
+    countries: dict[str, tuple[str, ...]] = {}
+    home: dict[str, str] = {}  # country -> first region that claimed it
+    for rid, codes in got.get("countries", {}).items():
+        path = _key("geo.countries", rid)
+        if rid not in known:
+            c.add(path, f"unknown region {rid!r} (defined: {_names(known)})")
+        if not isinstance(codes, list):
+            c.add(path, f"expected an array of country codes, got {_type_name(codes)}")
+            continue
+        mine: list[str] = []
+        for j, code in enumerate(codes):
+            try:
+                code = _country(code)
+            except _Bad as exc:
+                c.add(f"{path}[{j}]", str(exc))
+                continue
+            if code in home:
+                other = home[code]
+                c.add(f"{path}[{j}]", f"{code!r} is listed twice for {rid!r}" if other == rid
+                      else f"{code!r} is mapped to both {other!r} and {rid!r}")
+                continue
+            home[code] = rid
+            mine.append(code)
+        countries[rid] = tuple(mine)
+    return GeoConfig(database=database, trusted_proxies=tuple(proxies),
+                     countries=MappingProxyType(countries))
+
+
+def _residency(c: _Checker, raw: list, known: set[str]) -> tuple[ResidencyRule, ...]:
+    rules: list[ResidencyRule] = []
+    ruled: dict[str, int] = {}  # country -> index of the rule that already pins it
+    for i, entry in enumerate(raw):
+        path = f"residency[{i}]"
+        got = c.table(entry, path, _RESIDENCY)
+        c.require(got, entry, path, ("countries", "regions"))
+        countries = c.items(got.get("countries", []), f"{path}.countries", _country)
+        regions = c.items(got.get("regions", []),  f"{path}.regions",
+                          lambda v: _region_ref(v, known))
+        for key in ("countries", "regions"):
+            if key in got and not got[key]:
+                c.add(f"{path}.{key}", "must not be empty")
+        for code in countries:
+            if code in ruled and ruled[code] != i:
+                c.add(f"{path}.countries", f"{code!r} already has a rule (residency[{ruled[code]}])")
+            ruled.setdefault(code, i)
+        rules.append(ResidencyRule(frozenset(countries), tuple(dict.fromkeys(regions))))
+    return tuple(rules)
+
+
+def load_config(path: str) -> Config:
+    """Read and validate a TOML config file; every failure is a ConfigError."""
+    source = str(path)
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+        data = tomllib.loads(text)
+    except FileNotFoundError:
+        raise ConfigError([f"{source}: no such file"], source) from None
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read ({exc.strerror})"], source) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{source}: not UTF-8 text (byte {exc.start})"], source) from None
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message ends with "(at line L, column C)"
+        raise ConfigError([f"{source}: TOML syntax error: {exc}"], source) from None
+    return parse_config(data, source)
+
+
+def default_config() -> Config:
+    """The built-in seed configuration (router.defaults.SEED_TOML)."""
+    from router.defaults import SEED_TOML
+
+    return parse_config(tomllib.loads(SEED_TOML), "<built-in default>")
+
+
+def with_overrides(config: Config, *, listen: str | Address | None = None,
+                   admin: str | Address | None = None, strategy: str | None = None,
+                   geoip_db: str | None = None, workers: int | None = None,
+                   log_level: str | None = None) -> Config:
+    """Apply `serve` command-line flags; problems name the flag (e.g. "--strategy")."""
+    c = _Checker()
+
+    def checked(flag: str, check: Callable[[Any], Any], value: Any) -> Any:
+        try:
+            return value if isinstance(value, Address) else check(value)
+        except _Bad as exc:
+            c.add(flag, str(exc))
+            return None
+
+    if listen is not None and (addr := checked("--listen", _address, listen)):
+        config = dataclasses.replace(config, listen=dataclasses.replace(config.listen, address=addr))
+    if admin is not None and (addr := checked("--admin", _address, admin)):
+        config = dataclasses.replace(config, admin=dataclasses.replace(config.admin, address=addr))
+    if strategy is not None and checked("--strategy", _TOP["strategy"], strategy):
+        config = dataclasses.replace(config, strategy=strategy)
+    if geoip_db is not None:
+        config = dataclasses.replace(config, geo=dataclasses.replace(config.geo, database=geoip_db or None))
+    if workers is not None and checked("--workers", _TOP["workers"], workers):
+        config = dataclasses.replace(config, workers=workers)
+    if log_level is not None and checked("--log-level", _LOG["level"], log_level):
+        config = dataclasses.replace(config, log=dataclasses.replace(config.log, level=log_level))
+    if c.problems:
+        raise ConfigError(c.problems, "<command line>")
+    return config
+
+
+def summarize(config: Config) -> str:
+    """Human summary printed by `edge-router check-config`."""
+    p, b = config.probe, config.breaker
+    tls = "TLS" if config.listen.tls_cert else "plain HTTP"
+    lines = [
+        f"strategy:       {config.strategy}",
+        f"default region: {config.default_region}",
+        f"listen:         {config.listen.address} ({tls})",
+        f"admin:          {config.admin.address} (token from ${config.admin.token_env})",
+        f"geoip database: {config.geo.database or 'none (every client -> default region)'}",
+        f"probe:          every {format_duration(p.interval)}, timeout {format_duration(p.timeout)},"
+        f" fall {p.fall}, rise {p.rise}, latency every {format_duration(p.latency_interval)}",
+        f"breaker:        opens after {b.consecutive_failures} failures"
+        f" for {format_duration(b.open_for)} (max {format_duration(b.max_open_for)})",
+        f"workers:        {config.workers}",
+        f"regions ({len(config.regions)}):",
+    ]
+    width = max(len(r.id) for r in config.regions) if config.regions else 0
+    for r in config.regions:
+        n = len(config.geo.countries.get(r.id, ()))
+        failover = ", ".join(r.failover) or "-"
+        lines.append(f"  {r.id:<{width}}  {r.role:<7}  {r.api}  failover: {failover}"
+                     f"  countries: {n}")
+    if config.residency:
+        lines.append(f"residency ({len(config.residency)}):")
+        for rule in config.residency:
+            lines.append(f"  {', '.join(sorted(rule.countries))} -> only {', '.join(rule.regions)}")
+    else:
+        lines.append("residency:      none")
+    return "\n".join(lines)

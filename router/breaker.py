@@ -1,0 +1,174 @@
+"""Per-region circuit breaker: a pure state machine on an injected clock.
+
+closed --(consecutive failures, or failure share over the rolling window)--> open
+open --(open time elapsed; seen by any call taking `now`)--> half-open
+half-open --(half_open_requests trial successes in a row)--> closed
+half-open --(any trial failure)--> open, for twice as long (capped)
+
+Closing rule (resilience4j's "all permitted half-open calls must pass", with a
+zero failure threshold): one lucky success says little about a region that just
+failed, so `half_open_requests` trials must all succeed; at most that many run at
+once. A successful close ends the doubling (next open lasts `open_for`) and clears the window
+so old failures cannot trip the breaker again at once.
+
+Every mutating call returns the new state if the state changed (else None) and
+bumps `transitions`, so the caller knows to publish a snapshot. Time-driven
+open -> half-open is also reported by `tick(now)`; call it when republishing.
+"""
+from __future__ import annotations
+
+from collections import deque
+from math import ceil
+
+from policies.model import CLOSED, HALF_OPEN, OPEN
+
+from .config import BreakerConfig
+
+
+class _Window:
+    """Request and failure counts over a rolling window, in time buckets."""
+
+    __slots__ = ("width", "span", "buckets", "total", "failures")
+
+    def __init__(self, window: float):
+        self.width = min(1.0, window / 10) if window > 0 else 1.0
+        self.span = max(1, ceil(window / self.width))  # buckets kept, current included
+        self.buckets: deque[list] = deque()  # [bucket index, total, failures]
+        self.total = 0
+        self.failures = 0
+
+    def _expire(self, idx: int) -> None:
+        buckets = self.buckets
+        while buckets and buckets[0][0] <= idx - self.span:
+            _, total, failures = buckets.popleft()
+            self.total -= total
+            self.failures -= failures
+
+    def add(self, now: float, failed: bool) -> None:
+        idx = int(now // self.width)
+        self._expire(idx)
+        if not self.buckets or self.buckets[-1][0] < idx:
+            self.buckets.append([idx, 0, 0])
+        last = self.buckets[-1]  # a clock that stepped back lands in the newest bucket
+        last[1] += 1
+        self.total += 1
+        if failed:
+            last[2] += 1
+            self.failures += 1
+
+    def counts(self, now: float) -> tuple[int, int]:
+        self._expire(int(now // self.width))
+        return self.total, self.failures
+
+    def clear(self) -> None:
+        self.buckets.clear()
+        self.total = self.failures = 0
+
+
+class CircuitBreaker:
+    __slots__ = ("cfg", "_state", "open_until", "open_for", "_consecutive", "_trials",
+                 "_trial_oks", "_window", "transitions")
+
+    def __init__(self, cfg: BreakerConfig):
+        self.cfg = cfg
+        self._state = CLOSED
+        self.open_until = 0.0  # while open: when half-open begins
+        self.open_for = cfg.open_for  # length of the current / last open period
+        self._consecutive = 0  # consecutive failures
+        self._trials = 0  # half-open trials in flight
+        self._trial_oks = 0  # half-open trial successes so far
+        self._window = _Window(cfg.window)
+        self.transitions = 0
+
+    # -- queries -------------------------------------------------------------
+
+    def state(self, now: float) -> str:
+        self._advance(now)
+        return self._state
+
+    def error_rate(self, now: float) -> float:
+        """Failure share over the rolling window (0.0 when empty)."""
+        total, failures = self._window.counts(now)
+        return failures / total if total else 0.0
+
+    # -- events ----------------------------------------------------------------
+
+    def tick(self, now: float) -> str | None:
+        """Apply time-driven transitions; the new state if it changed."""
+        return self._advance(now)
+
+    def allow(self, now: float) -> bool:
+        """May a request go to this region now? A True in half-open takes a
+        trial slot, which on_success / on_failure / on_cancel gives back."""
+        state = self._advance(now) or self._state
+        if state == CLOSED:
+            return True
+        if state == HALF_OPEN and self._trials < self._trial_limit:
+            self._trials += 1
+            return True
+        return False
+
+    def on_success(self, now: float) -> str | None:
+        changed = self._advance(now)
+        self._window.add(now, False)
+        self._consecutive = 0
+        if self._state == HALF_OPEN:
+            self._end_trial()
+            self._trial_oks += 1
+            if self._trial_oks >= self._trial_limit:
+                self._window.clear()
+                changed = self._set(CLOSED)
+        return changed
+
+    def on_failure(self, now: float) -> str | None:
+        changed = self._advance(now)
+        self._window.add(now, True)
+        self._consecutive += 1
+        if self._state == CLOSED:
+            # Opening from closed always starts at open_for: the doubling only
+            # spans an unbroken open -> half-open -> open run.
+            if self._consecutive >= self.cfg.consecutive_failures or self._ratio_tripped(now):
+                changed = self._open(now, self.cfg.open_for)
+        elif self._state == HALF_OPEN:
+            changed = self._open(now, min(self.open_for * 2, self.cfg.max_open_for))
+        # Already open: a late result of a request let through earlier; counted only.
+        return changed
+
+    def on_cancel(self, now: float) -> str | None:
+        """A request ended without a verdict (client went away): free its slot."""
+        changed = self._advance(now)
+        if self._state == HALF_OPEN:
+            self._end_trial()
+        return changed
+
+    # -- internals -------------------------------------------------------------
+
+    @property
+    def _trial_limit(self) -> int:
+        return max(1, self.cfg.half_open_requests)
+
+    def _end_trial(self) -> None:
+        # A request admitted while closed may finish in half-open; never go below 0.
+        self._trials = max(0, self._trials - 1)
+
+    def _ratio_tripped(self, now: float) -> bool:
+        total, failures = self._window.counts(now)
+        return (total > 0 and total >= self.cfg.min_requests
+                and failures >= self.cfg.failure_ratio * total)
+
+    def _advance(self, now: float) -> str | None:
+        if self._state == OPEN and now >= self.open_until:
+            self._trials = self._trial_oks = 0
+            return self._set(HALF_OPEN)
+        return None
+
+    def _open(self, now: float, duration: float) -> str:
+        self.open_for = duration
+        self.open_until = now + duration
+        self._consecutive = 0
+        return self._set(OPEN)
+
+    def _set(self, state: str) -> str:
+        self._state = state
+        self.transitions += 1
+        return state

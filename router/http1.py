@@ -1,0 +1,109 @@
+"""HTTP/1.1 wire helpers: header rules, precomputed status lines, framing.
+
+Pure bytes in, bytes out; no sockets here. The parser itself is llhttp
+(httptools); this module holds the rules llhttp leaves to us.
+"""
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+
+import orjson
+
+# RFC 9110 7.6.1, plus the legacy ones proxies also drop.
+HOP_BY_HOP = frozenset(
+    (
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    )
+)
+
+# token = 1*tchar (RFC 9110 5.6.2)
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# field-value: visible chars, spaces, tabs and obs-text; no CR, LF or NUL.
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def valid_header_name(name: bytes) -> bool:
+    return _TOKEN.match(name) is not None
+
+
+def valid_header_value(value: bytes) -> bool:
+    return _BAD_VALUE.search(value) is None
+
+
+def _status_line(code: int) -> bytes:
+    try:
+        phrase = HTTPStatus(code).phrase
+    except ValueError:
+        phrase = "Unknown"
+    return b"HTTP/1.1 %d %s\r\n" % (code, phrase.encode("latin-1"))
+
+
+# Precomputed so that building a head is one join.
+STATUS_LINES: dict[int, bytes] = {c: _status_line(c) for c in range(100, 600)}
+
+
+def status_line(code: int) -> bytes:
+    line = STATUS_LINES.get(code)
+    return line if line is not None else _status_line(code)
+
+
+def status_class(code: int) -> str:
+    return ("1xx", "2xx", "3xx", "4xx", "5xx")[min(max(code // 100, 1), 5) - 1]
+
+
+def no_body_status(code: int) -> bool:
+    """RFC 9112 6.3: 1xx, 204 and 304 never carry a body."""
+    return code < 200 or code == 204 or code == 304
+
+
+def connection_tokens(value: bytes) -> set[bytes]:
+    """Header names listed in a Connection header (they are hop-by-hop too)."""
+    return {t.strip().lower() for t in value.split(b",") if t.strip()}
+
+
+def encode_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def error_body(error: str, detail: str, **extra: object) -> bytes:
+    return orjson.dumps({"error": error, "detail": detail, **extra})
+
+
+def error_response(
+    code: int,
+    error: str,
+    detail: str,
+    *,
+    region: str = "none",
+    request_id: str = "",
+    close: bool = False,
+    extra_headers: tuple[tuple[bytes, bytes], ...] = (),
+    **extra: object,
+) -> bytes:
+    """A complete JSON error response made by the router itself."""
+    body = error_body(error, detail, **extra)
+    parts = [
+        status_line(code),
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body),
+        b"X-Edge-Region: %s\r\n" % region.encode(),
+    ]
+    if request_id:
+        parts.append(b"X-Request-Id: %s\r\n" % request_id.encode("latin-1"))
+    for k, v in extra_headers:
+        parts.append(b"%s: %s\r\n" % (k, v))
+    if close:
+        parts.append(b"Connection: close\r\n")
+    parts.append(b"\r\n")
+    parts.append(body)
+    return b"".join(parts)

@@ -1,0 +1,230 @@
+"""Per-region pool of keep-alive upstream connections, bounded.
+
+Under load a request waits briefly for a connection to come free instead of
+opening one more: reconnect storms cost more throughput than short waits.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .errors import NotSent
+from .resolver import Resolver
+from .upstream import UpstreamConnection
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a region's API lives, parsed once from its URL."""
+
+    scheme: str
+    host: str
+    port: int
+    base_path: str  # prefix for every forwarded path ("" for none)
+    host_header: bytes  # Host sent to the region
+
+    @classmethod
+    def parse(cls, url: str) -> "Endpoint":
+        u = urlsplit(url)
+        scheme = u.scheme.lower()
+        if scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        default = 443 if scheme == "https" else 80
+        port = u.port or default
+        host = u.hostname
+        shown = f"[{host}]" if ":" in host else host
+        host_header = shown if port == default else f"{shown}:{port}"
+        return cls(scheme, host, port, u.path.rstrip("/"), host_header.encode("idna"))
+
+
+def client_ssl_context(
+    ca_file: str | None, cert_file: str | None = None, key_file: str | None = None
+) -> ssl.SSLContext:
+    """Verifying TLS context for a region: system CAs or its own CA, optional mTLS."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    if cert_file:
+        ctx.load_cert_chain(cert_file, key_file)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+class UpstreamPool:
+    __slots__ = (
+        "region", "endpoint", "_loop", "_resolver", "_ssl", "_size", "_wait",
+        "_connect_timeout", "_read_timeout", "_idle_timeout", "_idle", "_waiters",
+        "_open", "_sweeper", "_closed", "connects",
+    )
+
+    def __init__(
+        self,
+        region: str,
+        endpoint: Endpoint,
+        *,
+        resolver: Resolver,
+        ssl_context: ssl.SSLContext | None,
+        size: int,
+        wait: float,
+        connect_timeout: float,
+        read_timeout: float,
+        idle_timeout: float,
+    ) -> None:
+        self.region = region
+        self.endpoint = endpoint
+        self._loop = asyncio.get_running_loop()
+        self._resolver = resolver
+        self._ssl = ssl_context if endpoint.scheme == "https" else None
+        self._size = size
+        self._wait = wait
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._idle_timeout = idle_timeout
+        self._idle: collections.deque[UpstreamConnection] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._open = 0  # connections open or being opened
+        self._closed = False
+        self.connects = 0
+        self._sweeper = self._loop.call_later(idle_timeout / 2, self._sweep)
+
+    @property
+    def open_connections(self) -> int:
+        return self._open
+
+    @property
+    def idle_connections(self) -> int:
+        return len(self._idle)
+
+    async def acquire(self) -> UpstreamConnection:
+        if self._closed:
+            raise NotSent("closed", "router is shutting down")
+        now = self._loop.time()
+        idle = self._idle
+        while idle:
+            conn = idle.pop()  # LIFO: the warmest connection, the coldest time out
+            if conn.closed or conn.transport.is_closing():
+                continue
+            if now - conn.idle_since > self._idle_timeout:
+                conn.close()
+                continue
+            return conn
+        if self._open < self._size:
+            return await self._connect()
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            got = await asyncio.wait_for(waiter, self._wait)
+        except asyncio.TimeoutError:
+            raise NotSent(
+                "pool", f"all {self._size} connections to {self.region} busy for {self._wait:g}s"
+            ) from None
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                pass
+        if got is None:  # a slot came free: open a connection in it
+            return await self._connect()
+        return got
+
+    async def _connect(self) -> UpstreamConnection:
+        self._open += 1
+        try:
+            conn = await asyncio.wait_for(self._open_connection(), self._connect_timeout)
+        except asyncio.TimeoutError:
+            self._slot_freed()
+            raise NotSent(
+                "connect-timeout", f"{self.region}: no connection within {self._connect_timeout:g}s"
+            ) from None
+        except BaseException:
+            self._slot_freed()
+            raise
+        conn.pool = self
+        self.connects += 1
+        return conn
+
+    async def _open_connection(self) -> UpstreamConnection:
+        ep = self.endpoint
+        addrs = await self._resolver.resolve(ep.host, ep.port)
+        last: Exception | None = None
+        for family, addr in addrs:
+            try:
+                _, conn = await self._loop.create_connection(
+                    lambda: UpstreamConnection(self._loop, self.region, self._read_timeout),
+                    addr,
+                    ep.port,
+                    family=family,
+                    ssl=self._ssl,
+                    server_hostname=ep.host if self._ssl else None,
+                    ssl_handshake_timeout=self._connect_timeout if self._ssl else None,
+                )
+                return conn
+            except ssl.SSLCertVerificationError as exc:
+                # Never downgrade: a certificate that does not verify is a failed connection.
+                raise NotSent("tls", f"{self.region}: certificate not trusted: {exc.verify_message}") from None
+            except ssl.SSLError as exc:
+                raise NotSent("tls", f"{self.region}: TLS handshake failed: {exc.reason or exc}") from None
+            except ConnectionRefusedError as exc:
+                last = exc
+                reason = "refused"
+            except OSError as exc:
+                last = exc
+                reason = "connect"
+        raise NotSent(reason, f"{self.region} {ep.host}:{ep.port}: {last}")
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """A finished, reusable connection: to a waiter first, else idle."""
+        if self._closed:
+            conn.pool = None
+            conn.close()
+            self._slot_freed()
+            return
+        while self._waiters:
+            w = self._waiters.popleft()
+            if not w.done():
+                w.set_result(conn)
+                return
+        conn.idle_since = self._loop.time()
+        self._idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        """A connection closed: its slot is free for a new one."""
+        if conn.pool is not self:
+            return
+        conn.pool = None
+        try:
+            self._idle.remove(conn)
+        except ValueError:
+            pass
+        self._slot_freed()
+
+    def _slot_freed(self) -> None:
+        self._open -= 1
+        while self._waiters:
+            w = self._waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+                return
+
+    def _sweep(self) -> None:
+        now = self._loop.time()
+        for conn in list(self._idle):
+            if now - conn.idle_since > self._idle_timeout:
+                conn.close()
+        if not self._closed:
+            self._sweeper = self._loop.call_later(self._idle_timeout / 2, self._sweep)
+
+    def close(self) -> None:
+        self._closed = True
+        self._sweeper.cancel()
+        for conn in list(self._idle):
+            conn.close()
+        self._idle.clear()
+        for w in self._waiters:
+            if not w.done():
+                w.set_exception(NotSent("closed", "router is shutting down"))

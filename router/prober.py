@@ -1,0 +1,91 @@
+"""Active health and latency probing, one pair of loops per region.
+
+Health: GET the region's health URL; rise/fall hysteresis lives in
+HealthState; the cadence speeds up while a region changes state or is down
+(HAProxy's fastinter/downinter), jittered so probes never synchronise. The
+first probes go out at startup. Latency: a timed GET every latency_interval
+feeds the region's EWMA (live request timings feed it too).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+
+import aiohttp
+
+from .config import Config
+from .pool import client_ssl_context
+from .state import RegionRuntime, RegionStore
+
+log = logging.getLogger("edge_router.prober")
+
+
+class Prober:
+    def __init__(self, config: Config, store: RegionStore, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.rng = rng or random.Random()
+        self._tasks: list[asyncio.Task] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._ssl: dict[str, ssl.SSLContext] = {}
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, force_close=True, resolver=aiohttp.AsyncResolver()),
+            timeout=aiohttp.ClientTimeout(total=self.config.probe.timeout),
+            headers={"User-Agent": "edge-router-prober/1"},
+        )
+        for rt in self.store.regions.values():
+            rc = rt.config
+            if rc.health.startswith("https://"):
+                self._ssl[rt.id] = client_ssl_context(rc.tls_ca, rc.tls_cert, rc.tls_key)
+            self._tasks.append(asyncio.create_task(self._health_loop(rt), name=f"probe-{rt.id}"))
+            self._tasks.append(asyncio.create_task(self._latency_loop(rt), name=f"latency-{rt.id}"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def probe_once(self, rt: RegionRuntime) -> tuple[bool, float | None, str]:
+        """(ok, seconds, why): ok means a 2xx from the health URL in time."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        try:
+            async with self._session.get(
+                rt.config.health, ssl=self._ssl.get(rt.id, True), allow_redirects=False
+            ) as resp:
+                await resp.read()
+                elapsed = loop.time() - t0
+                if 200 <= resp.status < 300:
+                    return True, elapsed, ""
+                return False, elapsed, f"HTTP {resp.status}"
+        except asyncio.TimeoutError:
+            return False, None, f"timeout after {self.config.probe.timeout:g}s"
+        except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
+            return False, None, f"{type(exc).__name__}: {exc}"
+
+    async def _health_loop(self, rt: RegionRuntime) -> None:
+        probe = self.config.probe
+        while True:
+            ok, _elapsed, why = await self.probe_once(rt)
+            before = rt.health.healthy
+            self.store.record_probe(rt, ok, None)
+            if not ok and before is not False:
+                log.info("probe %s failed: %s", rt.id, why)
+            await asyncio.sleep(rt.health.next_delay(probe, self.rng.random()))
+
+    async def _latency_loop(self, rt: RegionRuntime) -> None:
+        probe = self.config.probe
+        while True:
+            ok, elapsed, _ = await self.probe_once(rt)
+            if ok and elapsed is not None:
+                self.store.record_latency(rt, elapsed)
+            jitter = 1.0 + probe.jitter * (2.0 * self.rng.random() - 1.0)
+            await asyncio.sleep(probe.latency_interval * jitter)

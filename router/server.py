@@ -1,0 +1,194 @@
+"""The composition root: the only module that wires the pieces together."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import ssl
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from geodata.reader import GeoReader
+
+from .admin import AdminAPI
+from .clock import Clock
+from .config import Config
+from .decisions import MemoryDecisionStore
+from .listener import ClientConnection
+from .logs import AccessLog
+from .metrics import Metrics
+from .pool import Endpoint, UpstreamPool, client_ssl_context
+from .prober import Prober
+from .proxy import Proxy
+from .resolver import Resolver
+from .state import RegionStore
+
+log = logging.getLogger("edge_router.server")
+
+TICK = 0.5  # republish cadence: drains progress, half-open comes due, dwell times pass
+
+
+@dataclass
+class Running:
+    """Handles on a started router (used by `serve`, `demo` and tests)."""
+
+    config: Config
+    store: RegionStore
+    proxy: Proxy
+    metrics: Metrics
+    listen_port: int
+    admin_port: int
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def open_geo(config: Config) -> GeoReader | None:
+    return GeoReader(config.geo.database) if config.geo.database else None
+
+
+class Router:
+    def __init__(self, config: Config, geo: GeoReader | None) -> None:
+        self.config = config
+        self.geo = geo
+        self.clock = Clock()
+        self.metrics = Metrics(tuple(r.id for r in config.regions))
+        self.store = RegionStore(config, MemoryDecisionStore(config.strategy), self.metrics, self.clock)
+        self.prober = Prober(config, self.store)
+        self._server: asyncio.AbstractServer | None = None
+        self._admin_runner: web.AppRunner | None = None
+        self._ticker: asyncio.Task | None = None
+        self.proxy: Proxy | None = None
+        self.listen_port = 0
+        self.admin_port = 0
+        self.shutting_down = False
+
+    def ready(self) -> bool:
+        return not self.shutting_down and self.store.any_available
+
+    async def start(self) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        resolver = Resolver(loop)
+        lim = cfg.limits
+        for rt in self.store.regions.values():
+            rc = rt.config
+            ep = Endpoint.parse(rc.api)
+            ctx = client_ssl_context(rc.tls_ca, rc.tls_cert, rc.tls_key) if ep.scheme == "https" else None
+            rt.pool = UpstreamPool(
+                rt.id, ep, resolver=resolver, ssl_context=ctx, size=lim.pool_size, wait=lim.pool_wait,
+                connect_timeout=lim.connect_timeout, read_timeout=lim.read_timeout, idle_timeout=lim.pool_idle,
+            )
+        access = AccessLog() if cfg.log.access_log else None
+        self.proxy = proxy = Proxy(
+            config=cfg, store=self.store, geo=self.geo, metrics=self.metrics, clock=self.clock, access_log=access
+        )
+        if self.geo is not None:
+            self.geo_errors_seen = 0
+        server_ssl = None
+        if cfg.listen.tls_cert:
+            server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            server_ssl.load_cert_chain(cfg.listen.tls_cert, cfg.listen.tls_key)
+            server_ssl.set_alpn_protocols(["http/1.1"])
+        tls = server_ssl is not None
+        self._server = await loop.create_server(
+            lambda: ClientConnection(proxy, tls),
+            cfg.listen.address.host, cfg.listen.address.port,
+            ssl=server_ssl, backlog=4096, reuse_address=True,
+            reuse_port=cfg.workers > 1,
+        )
+        self.listen_port = self._server.sockets[0].getsockname()[1]
+        token = os.environ.get(cfg.admin.token_env)
+        api = AdminAPI(
+            self.store, token=token, token_env=cfg.admin.token_env, geo=self.geo,
+            metrics_render=self._render_metrics, ready=self.ready, max_in_flight=cfg.breaker.max_in_flight,
+        )
+        self._admin_runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+        await self._admin_runner.setup()
+        site = web.TCPSite(self._admin_runner, cfg.admin.address.host, cfg.admin.address.port, reuse_address=True)
+        await site.start()
+        self.admin_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        if not token:
+            log.warning("no admin token in $%s: admin mutations are refused (403)", cfg.admin.token_env)
+        await self.prober.start()
+        self._ticker = asyncio.create_task(self._tick_loop(), name="tick")
+        log.info(
+            "edge-router listening on %s:%d (admin %s:%d), strategy %s, %d regions",
+            cfg.listen.address.host, self.listen_port, cfg.admin.address.host, self.admin_port,
+            self.store.strategy, len(self.store.regions),
+        )
+
+    def _render_metrics(self) -> bytes:
+        if self.geo is not None:
+            # The reader counts its own errors; mirror them into the counter.
+            new = self.geo.errors - self.geo_errors_seen
+            if new > 0:
+                self.metrics.geo_errors.inc(new)
+                self.geo_errors_seen = self.geo.errors
+        return self.metrics.render()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            try:
+                self.store.tick()
+            except Exception:  # the ticker must survive any one bad tick
+                log.exception("tick failed")
+
+    async def shutdown(self) -> None:
+        """SIGTERM: not ready first, stop accepting, let in-flight requests
+        finish within the drain timeout, then close everything."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        proxy = self.proxy
+        log.info("shutting down: readiness off, draining %d in-flight requests", proxy.active if proxy else 0)
+        if proxy is not None:
+            proxy.shutting_down = True
+        if self._server is not None:
+            self._server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.limits.drain_timeout
+        if proxy is not None:
+            # Idle keep-alive connections: close now. Busy ones close after their response.
+            for c in list(proxy.connections):
+                if c.exchange is None:
+                    c.close()
+            while proxy.active > 0 and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            if proxy.active:
+                log.warning("drain timeout: %d requests still in flight are cut", proxy.active)
+            for c in list(proxy.connections):
+                c.transport.abort()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        await self.prober.stop()
+        for rt in self.store.regions.values():
+            if rt.pool is not None:
+                rt.pool.close()
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+        if self.geo is not None:
+            self.geo.close()
+        log.info("stopped")
+
+
+async def serve_until_signalled(router: Router, on_ready=None) -> None:
+    """Run until SIGTERM/SIGINT, then shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await router.start()
+    if on_ready is not None:
+        on_ready(router)
+    await stop.wait()
+    await router.shutdown()
+
+
+def install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

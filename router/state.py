@@ -1,0 +1,272 @@
+"""The region store: single writer of everything the data plane reads.
+
+Prober, breakers and operator decisions change `RegionRuntime` objects through
+this store; it then publishes a frozen, versioned `RegionSnapshot` and the
+strategy's ranker prepared for it. Requests read both once.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from policies import REGISTRY
+from policies.base import Policy, Ranker
+from policies.model import CLOSED, OPEN, RegionSnapshot, RegionView
+
+from .breaker import CircuitBreaker
+from .clock import Clock
+from .config import Config, RegionConfig
+from .decisions import DecisionStore, Decisions, drain_factor
+from .ewma import Ewma
+from .health import HealthState
+from .metrics import BREAKER_VALUES, Metrics, RegionMetrics
+
+log = logging.getLogger("edge_router.state")
+
+# How much a live request timing counts against probe samples in the EWMA.
+LATENCY_HALF_LIFE = 10.0
+
+
+class RegionRuntime:
+    """Mutable live state of one region. Only the store's owner writes it."""
+
+    __slots__ = (
+        "id", "config", "pool", "breaker", "health", "latency", "in_flight",
+        "admit", "disabled", "draining", "effective_weight", "metrics", "health_excluded",
+    )
+
+    def __init__(self, cfg: RegionConfig, breaker: CircuitBreaker, health: HealthState, metrics: RegionMetrics):
+        self.id = cfg.id
+        self.config = cfg
+        self.pool = None  # UpstreamPool, attached by the server once the loop runs
+        self.breaker = breaker
+        self.health = health
+        self.latency = Ewma(half_life=LATENCY_HALF_LIFE)
+        self.in_flight = 0
+        self.admit = 1.0  # share of requests this region accepts (drains)
+        self.disabled = False
+        self.draining = False
+        self.effective_weight = cfg.weight
+        self.health_excluded = False  # prober says unhealthy and we are not in panic
+        self.metrics = metrics
+
+
+def skip_reason(rt: RegionRuntime, draw: float, now: float, max_in_flight: int, trial: bool = True) -> str:
+    """Why this candidate is passed over ("" = use it). `draw` in [0, 1) decides
+    drains: a region admitting 30 % takes requests whose draw is below 0.3.
+    With trial=True a half-open breaker's trial slot is taken (the caller
+    must end it with on_success/on_failure/on_cancel)."""
+    if rt.disabled:
+        return "disabled"
+    if rt.health_excluded:
+        return "unhealthy"
+    if draw >= rt.admit:
+        return "draining"
+    if rt.in_flight >= max_in_flight:
+        return "overloaded"
+    if trial:
+        if not rt.breaker.allow(now):
+            return "breaker_open"
+    elif rt.breaker.state(now) == OPEN:
+        return "breaker_open"
+    return ""
+
+
+class RegionStore:
+    def __init__(
+        self,
+        config: Config,
+        decisions: DecisionStore,
+        metrics: Metrics,
+        clock: Clock,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.decisions = decisions
+        self.metrics = metrics
+        self.clock = clock
+        self._wall = wall
+        self.regions: dict[str, RegionRuntime] = {}
+        for rc in config.regions:
+            rt = RegionRuntime(
+                rc,
+                CircuitBreaker(config.breaker),
+                HealthState(config.probe.fall, config.probe.rise),
+                metrics.region_bound(rc.id),
+            )
+            self.regions[rc.id] = rt
+        self.country_home = dict(config.country_home)
+        self.residency: dict[str, frozenset[str]] = {}
+        for rule in config.residency:
+            for c in rule.countries:
+                self.residency[c] = self.residency.get(c, frozenset()) | frozenset(rule.regions)
+        self.version = 0
+        self.panic = False
+        self.snapshot: RegionSnapshot
+        self.ranker: Ranker
+        self.strategy = ""
+        self._policy: Policy | None = None
+        self.listeners: list[Callable[[RegionSnapshot], None]] = []
+        self.publish()
+
+    # -- publication -----------------------------------------------------------
+    def publish(self) -> RegionSnapshot:
+        """Recompute derived state and publish a new snapshot + ranker."""
+        now = self.clock.now()
+        d: Decisions = self.decisions.current()
+        if d.strategy != self.strategy or self._policy is None:
+            self._policy = REGISTRY[d.strategy]()
+            previous = None
+            self.strategy = d.strategy
+            self.metrics.set_strategy(d.strategy)
+        else:
+            previous = getattr(self, "ranker", None)
+        wall = self._wall()
+        regs = self.regions.values()
+        # Panic (Envoy's panic threshold at 0 %): when the prober holds every
+        # region down, the prober itself is the likelier failure. Its verdicts
+        # are ignored; breakers still protect.
+        panic = all(rt.health.healthy is False for rt in regs if rt.id not in d.disabled)
+        if panic != self.panic:
+            self.panic = panic
+            self.metrics.panic.set(1 if panic else 0)
+            if panic:
+                log.error("panic: every region looks down to the prober; ignoring its verdicts")
+            else:
+                log.warning("panic over: prober verdicts are used again")
+        views = []
+        for rt in regs:
+            drain = d.drains.get(rt.id)
+            factor = 0.0 if rt.id in d.disabled else drain_factor(drain, wall)
+            rt.disabled = rt.id in d.disabled
+            rt.draining = drain is not None and not rt.disabled
+            rt.admit = factor
+            rt.effective_weight = rt.config.weight * factor
+            rt.health_excluded = rt.health.healthy is False and not panic
+            state = rt.breaker.state(now)
+            views.append(
+                RegionView(
+                    id=rt.id,
+                    failover=rt.config.failover,
+                    weight=rt.config.weight,
+                    effective_weight=rt.effective_weight,
+                    healthy=rt.health.healthy,
+                    breaker=state,
+                    latency_ms=None if rt.latency.value is None else rt.latency.value * 1000.0,
+                    error_rate=rt.breaker.error_rate(now),
+                    disabled=rt.disabled,
+                    draining=rt.draining,
+                    in_flight=rt.in_flight,
+                    role=rt.config.role,
+                )
+            )
+        self.publish_gauges()
+        self.version += 1
+        snap = RegionSnapshot(
+            regions=tuple(views),
+            default_region=self.config.default_region,
+            country_home=self.country_home,
+            version=self.version,
+            now=now,
+        )
+        self.snapshot = snap
+        self.ranker = self._policy.prepare(snap, previous)
+        for cb in self.listeners:
+            cb(snap)
+        return snap
+
+    def publish_gauges(self) -> None:
+        now = self.clock.now()
+        for rt in self.regions.values():
+            m = rt.metrics
+            m.circuit.set(BREAKER_VALUES[rt.breaker.state(now)])
+            if rt.health.healthy is not None:
+                m.healthy.set(1 if rt.health.healthy else 0)
+            if rt.latency.value is not None:
+                m.probe_latency.set(rt.latency.value)
+
+    def tick(self) -> None:
+        """Periodic republish: drains progress, half-open comes due, dwell times pass."""
+        now = self.clock.now()
+        for rt in self.regions.values():
+            rt.breaker.tick(now)
+        self.publish()
+
+    # -- events from the data plane and the prober -----------------------------
+    def breaker_changed(self, rt: RegionRuntime, new_state: str | None) -> None:
+        if new_state is not None:
+            level = logging.WARNING if new_state == OPEN else logging.INFO
+            log.log(level, "breaker %s: %s", rt.id, new_state)
+            self.publish()
+
+    def record_probe(self, rt: RegionRuntime, ok: bool, latency: float | None) -> None:
+        if latency is not None and ok:
+            rt.latency.update(latency)
+        if rt.health.record(ok):
+            log.warning("region %s is now %s", rt.id, "healthy" if rt.health.healthy else "UNHEALTHY")
+            self.publish()
+
+    def record_latency(self, rt: RegionRuntime, seconds: float) -> None:
+        rt.latency.update(seconds)
+
+    # -- operator decisions -----------------------------------------------------
+    def set_strategy(self, name: str) -> None:
+        if name not in REGISTRY:
+            raise KeyError(name)
+        self.decisions.set_strategy(name)
+        self.publish()
+
+    def drain(self, region: str, over: float) -> None:
+        self.decisions.drain(region, self._wall(), over)
+        self.publish()
+
+    def disable(self, region: str) -> None:
+        self.decisions.disable(region)
+        self.publish()
+
+    def enable(self, region: str) -> None:
+        self.decisions.enable(region)
+        self.publish()
+
+    @property
+    def any_available(self) -> bool:
+        now = self.clock.now()
+        return any(
+            rt.admit > 0 and not rt.health_excluded and rt.breaker.state(now) != OPEN
+            for rt in self.regions.values()
+        )
+
+    def state_json(self) -> dict:
+        """GET /admin/state, shaped as SPEC fixes it (plus a few extra fields)."""
+        snap = self.snapshot
+        now = self.clock.now()
+        regions = []
+        for v in snap.regions:
+            rt = self.regions[v.id]
+            regions.append(
+                {
+                    "id": v.id,
+                    "healthy": rt.health.healthy,
+                    "breaker": rt.breaker.state(now),
+                    "latency_ms": None if rt.latency.value is None else round(rt.latency.value * 1000.0, 3),
+                    "error_rate": round(rt.breaker.error_rate(now), 4),
+                    "weight": float(v.weight),
+                    "effective_weight": round(rt.effective_weight, 4),
+                    "disabled": rt.disabled,
+                    "draining": rt.draining,
+                    "in_flight": rt.in_flight,
+                    "role": rt.config.role,
+                    "failover": list(rt.config.failover),
+                }
+            )
+        return {
+            "strategy": self.strategy,
+            "version": snap.version,
+            "panic": self.panic,
+            "default_region": snap.default_region,
+            "regions": regions,
+        }
+
+
+__all__ = ["RegionRuntime", "RegionStore", "CLOSED"]

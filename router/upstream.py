@@ -1,0 +1,309 @@
+"""One keep-alive HTTP/1.1 connection to a region: callbacks and bytes.
+
+The proxy writes the request head and body through it, awaits the response
+head, then hands it a sink (the client side) to which body bytes are relayed
+straight from the parser callbacks, with flow control both ways.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import httptools
+
+from .errors import Sent
+from .http1 import HOP_BY_HOP, no_body_status
+
+
+class ResponseSink(Protocol):
+    def upstream_body(self, data: bytes) -> None: ...
+    def upstream_complete(self) -> None: ...
+    def upstream_failed(self, exc: BaseException) -> None: ...
+    def upstream_pause_writing(self) -> None: ...
+    def upstream_resume_writing(self) -> None: ...
+
+
+class ResponseHead:
+    __slots__ = ("status", "headers", "length", "chunked", "keep_alive", "no_body")
+
+    def __init__(self, status, headers, length, chunked, keep_alive, no_body):
+        self.status: int = status
+        self.headers: list[tuple[bytes, bytes]] = headers  # end-to-end only
+        self.length: int | None = length
+        self.chunked: bool = chunked
+        self.keep_alive: bool = keep_alive
+        self.no_body: bool = no_body
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "loop", "transport", "parser", "region", "pool", "closed",
+        "_head_waiter", "_head", "_headers", "_conn_tokens", "_length", "_chunked",
+        "_sink", "_relaying", "_early", "_complete", "_failed", "_is_head", "_busy",
+        "_read_timeout", "_last_io", "_timer", "_write_paused", "_drain_waiter",
+        "idle_since", "requests", "_reading_paused",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, region: str, read_timeout: float):
+        self.loop = loop
+        self.region = region
+        self.pool = None  # set by the pool that owns it
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.requests = 0
+        self.idle_since = 0.0
+        self._read_timeout = read_timeout
+        self._last_io = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._write_paused = False
+        self._reading_paused = False
+        self._drain_waiter: asyncio.Future | None = None
+        self._reset_exchange()
+
+    def _reset_exchange(self) -> None:
+        self._head_waiter: asyncio.Future | None = None
+        self._head: ResponseHead | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._conn_tokens: set[bytes] = set()
+        self._length: int | None = None
+        self._chunked = False
+        self._sink: ResponseSink | None = None
+        self._relaying = False
+        self._early: list[bytes] = []
+        self._complete = False
+        self._failed: BaseException | None = None
+        self._is_head = False
+        self._busy = False
+
+    # -- asyncio.Protocol -------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(high=256 * 1024)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self._last_io = self.loop.time()
+        if not self._busy:
+            # Bytes from an idle connection are a protocol error: never reuse it.
+            self.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(Sent("bad-response", f"invalid HTTP from region: {exc}"))
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timer()
+        if self._busy and not self._complete:
+            head = self._head
+            if head is not None and head.length is None and not head.chunked and not head.no_body:
+                # Close-delimited body: the end of the connection is the end of it.
+                self.on_message_complete()
+            else:
+                self._fail(Sent("reset", "region closed the connection"))
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+        if self.pool is not None:
+            self.pool.forget(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self._sink is not None:
+            self._sink.upstream_pause_writing()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+        if self._sink is not None:
+            self._sink.upstream_resume_writing()
+
+    # -- parser callbacks ---------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        if lname == b"content-length":
+            self._length = int(value)
+        elif lname == b"transfer-encoding":
+            self._chunked = value.strip().lower().endswith(b"chunked")
+        elif lname == b"connection":
+            self._conn_tokens |= {t.strip().lower() for t in value.split(b",")}
+        if lname not in HOP_BY_HOP:
+            self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:
+            # Interim response (100 Continue we did not ask for, 103): dropped.
+            self._headers = []
+            self._conn_tokens = set()
+            self._length = None
+            self._chunked = False
+            return
+        headers = self._headers
+        if self._conn_tokens:
+            headers = [(k, v) for k, v in headers if k.lower() not in self._conn_tokens]
+        no_body = self._is_head or no_body_status(status)
+        head = ResponseHead(
+            status,
+            headers,
+            None if no_body or self._chunked else self._length,
+            self._chunked and not no_body,
+            self.parser.should_keep_alive() and b"close" not in self._conn_tokens,
+            no_body,
+        )
+        self._head = head
+        if self._is_head:
+            # llhttp cannot be told the request was HEAD; the body it would
+            # wait for never comes. The exchange ends here; a fresh parser
+            # reads the next response.
+            self.parser = httptools.HttpResponseParser(self)
+            self.on_message_complete()
+        waiter = self._head_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(head)
+
+    def on_body(self, data: bytes) -> None:
+        if self._relaying:
+            self._sink.upstream_body(data)
+        else:
+            self._early.append(data)
+
+    def on_message_complete(self) -> None:
+        if self._head is None:
+            return  # end of an interim response
+        self._complete = True
+        self._cancel_timer()
+        if self._relaying:
+            self._sink.upstream_complete()
+
+    # -- used by the proxy --------------------------------------------------
+    def begin(self, head: bytes, is_head: bool, sink: ResponseSink) -> None:
+        """Start one exchange: write the request head (one write). `sink` hears
+        about write flow control now and gets the body once `relay` is called."""
+        self._reset_exchange()
+        self._sink = sink
+        self._busy = True
+        self._is_head = is_head
+        self.requests += 1
+        self._head_waiter = self.loop.create_future()
+        self._last_io = self.loop.time()
+        self._arm_timer()
+        self.transport.write(head)
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+    async def drain(self) -> None:
+        """Wait until the region has taken our buffered request bytes."""
+        if self._write_paused and not self.closed:
+            self._drain_waiter = self.loop.create_future()
+            await self._drain_waiter
+
+    async def response_head(self) -> ResponseHead:
+        if self._failed is not None:
+            raise self._failed
+        if self._head is not None:
+            return self._head
+        return await self._head_waiter
+
+    def relay(self) -> None:
+        """Send the body (already read and still to come) to the sink."""
+        sink = self._sink
+        self._relaying = True
+        if self._early:
+            early, self._early = self._early, []
+            for chunk in early:
+                sink.upstream_body(chunk)
+        if self._complete:
+            sink.upstream_complete()
+        elif self._failed is not None:
+            sink.upstream_failed(self._failed)
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and not self.closed:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and not self.closed:
+            self._reading_paused = False
+            self._last_io = self.loop.time()
+            self.transport.resume_reading()
+
+    @property
+    def reusable(self) -> bool:
+        head = self._head
+        return (
+            self._complete
+            and not self.closed
+            and head is not None
+            and head.keep_alive
+            and self._failed is None
+        )
+
+    def finish(self) -> None:
+        """The exchange is over: back to the pool if reusable, else closed."""
+        self._busy = False
+        self._sink = None
+        self._relaying = False
+        if self._reading_paused:
+            self.resume_reading()
+        if self.pool is not None and self.reusable:
+            self.pool.release(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._cancel_timer()
+            if self.transport is not None:
+                self.transport.abort()
+        if self.pool is not None:
+            self.pool.forget(self)
+
+    # -- failure and read timeout -------------------------------------------
+    def _fail(self, exc: BaseException) -> None:
+        if self._failed is not None or self._complete:
+            return
+        self._failed = exc
+        waiter = self._head_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+            waiter.exception()  # mark retrieved: the proxy may have moved on
+        elif self._relaying:
+            self._sink.upstream_failed(exc)
+
+    def _arm_timer(self) -> None:
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._last_io + self._read_timeout, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        # One timer per connection, re-armed lazily: cheaper than resetting a
+        # timer on every chunk.
+        self._timer = None
+        if not self._busy or self._complete or self.closed:
+            return
+        if self._reading_paused:
+            # The client is slow, not the region: do not blame the region.
+            self._last_io = self.loop.time()
+        deadline = self._last_io + self._read_timeout
+        if self.loop.time() >= deadline:
+            self._fail(Sent("timeout", f"no answer from region within {self._read_timeout:g}s"))
+            self.close()
+        else:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
