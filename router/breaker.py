@@ -134,6 +134,16 @@ class CircuitBreaker:
         # Already open: a late result of a request let through earlier; counted only.
         return changed
 
+    def probe_recovered(self, now: float) -> str | None:
+        """The active prober saw the region come back (Envoy's
+        successful_active_health_check_uneject_host): an open breaker goes
+        half-open now, so trial requests decide instead of waiting out
+        open_for. The doubling is kept: a failing trial re-opens for longer."""
+        if self._state == OPEN:
+            self.open_until = now
+            return self._advance(now)
+        return None
+
     def on_cancel(self, now: float) -> str | None:
         """A request ended without a verdict (client went away): free its slot."""
         changed = self._advance(now)

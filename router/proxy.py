@@ -180,6 +180,7 @@ class Exchange:
         if failed is not None:
             self.send_error(*failed)
         elif allowed is not None:
+            self.region = "none"
             proxy.metrics.residency_refusals.labels(country).inc()
             self.send_error(
                 503, "residency",
@@ -187,6 +188,7 @@ class Exchange:
                 f"(allowed: {', '.join(sorted(allowed))}; {self.no_region_detail()})",
             )
         else:
+            self.region = "none"
             self.send_error(503, "no_region", self.no_region_detail())
 
     async def attempt(self, rt: "RegionRuntime", common: bytes):

@@ -203,8 +203,14 @@ class RegionStore:
     def record_probe(self, rt: RegionRuntime, ok: bool, latency: float | None) -> None:
         if latency is not None and ok:
             rt.latency.update(latency)
+        was = rt.health.healthy
         if rt.health.record(ok):
             log.warning("region %s is now %s", rt.id, "healthy" if rt.health.healthy else "UNHEALTHY")
+            if was is False and rt.health.healthy:
+                # Back after being down: let trial requests through at once
+                # rather than keep it out for the rest of open_for.
+                if rt.breaker.probe_recovered(self.clock.now()) is not None:
+                    log.info("breaker %s: half-open (the prober saw it recover)", rt.id)
             self.publish()
 
     def record_latency(self, rt: RegionRuntime, seconds: float) -> None:
