@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(60)
 GB = "81.2.69.142"  # -> eu-west-1
 US = "216.160.83.56"  # -> us-east-1
 DE = "2a02:d180::1"  # -> eu-west-1 (residency rule below)
-LATENCIES = {"us-east-1": 0.005, "us-west-2": 0.010, "eu-west-1": 0.015, "ap-southeast-1": 0.020}
+LATENCIES = {"us-east-1": 0.0, "us-west-2": 0.0, "eu-west-1": 0.0, "ap-southeast-1": 0.0}
 
 
 def client(ip: str) -> dict[str, str]:
