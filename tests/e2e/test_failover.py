@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(60)
 GB = "81.2.69.142"  # -> eu-west-1
 US = "216.160.83.56"  # -> us-east-1
 DE = "2a02:d180::1"  # -> eu-west-1 (residency rule below)
-LATENCIES = {"us-east-1": 0.0, "us-west-2": 0.0, "eu-west-1": 0.0, "ap-southeast-1": 0.0}
+LATENCIES = {"us-east-1": 0.005, "us-west-2": 0.010, "eu-west-1": 0.015, "ap-southeast-1": 0.020}
 
 
 def client(ip: str) -> dict[str, str]:
@@ -126,7 +126,7 @@ def metric_value(rp, name: str, **labels) -> float | None:
 
 # ---------------------------------------------------------------------------------------
 def test_region_killed_under_load_no_get_fails_and_traffic_returns(sim, router_factory):
-    rp = router_factory(make_config(sim.ports))
+    rp = router_factory(make_config(sim.ports, limits={"retry_budget_min": 8}))
     with Load(rp.port, US, clients=8) as load:
         wait_until(lambda: len(load.results) > 200, 10, what="load to warm up")
         assert set(load.regions_since(0)) == {"us-east-1"}
