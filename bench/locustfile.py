@@ -1,0 +1,576 @@
+"""Locust load test for edge-router.
+
+Standard Locust command line plus options of its own:
+
+    --mode round-robin | geographic | mixed   (default round-robin)
+    --admin-url URL        the router's admin listener, e.g. http://127.0.0.1:9901
+                           (or EDGE_ROUTER_ADMIN_URL); the bearer token for admin
+                           mutations comes from EDGE_ROUTER_ADMIN_TOKEN
+    --clients SPEC         geographic mode: auto | test | demo | FILE
+    --think-time SECONDS   pause between a user's requests: "0", "0.5" or "0.1-0.5"
+    --max-deviation POINTS round-robin mode: allowed distance from an even split (5)
+
+Modes:
+
+round-robin   Capacity planning. At test start the router is switched to
+              round-robin through the admin API (the run stops at once, exit 1, if
+              that fails) and left there. Every response's X-Edge-Region is tallied;
+              at the end a per-region table (requests, share %, p50, p95) is printed
+              and the run exits 1 when any region's share is more than
+              --max-deviation points off an even split, or when any request failed.
+              "Even" is 100 / the number of regions in GET /admin/state -- every
+              configured region, disabled or not -- so a disabled or broken region
+              (0 %) fails the run: the check is "every region takes its share".
+geographic    Virtual users carry client addresses from countries of each region and
+              send them as X-Forwarded-For (the router must list the load generator
+              in [geo] trusted_proxies); a response from any other region than the
+              client country's home region is a failure. With --admin-url the router
+              is first switched to geographic. --clients picks the addresses: "auto"
+              (default; asks the router's GET /admin/route?ip= which built-in
+              addresses its GeoIP DB knows, and their home region), "test" (the
+              MaxMind GeoLite2-Country-Test.mmdb addresses), "demo" (the demo DB of
+              `edge-router demo`), or a file of "ip,region" lines.
+mixed         Realistic API traffic: GET /api/v1/echo, JSON POST /api/v1/payments
+              (201 expected), and now and then a 1 MiB GET /api/v1/large. Leaves the
+              strategy alone.
+
+Every mode prints the per-region table at the end (on the master/local runner
+only; workers send their tallies to the master). Headless:
+
+    EDGE_ROUTER_ADMIN_TOKEN=... locust -f bench/locustfile.py --headless -u 50 -r 50 \\
+        --run-time 1m --host http://127.0.0.1:8080 --mode round-robin \\
+        --admin-url http://127.0.0.1:9901 --only-summary
+
+Web UI: the same without --headless/-u/-r/--run-time; open http://localhost:8089,
+the mode and admin URL are editable there; the table is printed on the console at
+each stop.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import logging
+import os
+import random
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+
+import gevent
+from locust import FastHttpUser, events, task
+from locust.exception import StopUser
+from locust.runners import MasterRunner, WorkerRunner
+
+log = logging.getLogger("edge_router.locust")
+
+MODES = ("round-robin", "geographic", "mixed")
+TOKEN_ENV = "EDGE_ROUTER_ADMIN_TOKEN"
+ADMIN_URL_ENV = "EDGE_ROUTER_ADMIN_URL"
+NO_REGION = "(no header)"
+WORKER_REPORT_INTERVAL = 3.0  # locust.runners.WORKER_REPORT_INTERVAL
+LARGE_BYTES = 1 << 20
+
+# Addresses of tests/data/geo/GeoLite2-Country-Test.mmdb (MaxMind's test data).
+TEST_DB_CLIENTS: tuple[tuple[str, str], ...] = (
+    ("81.2.69.142", "GB"),
+    ("216.160.83.56", "US"),
+    ("202.196.224.1", "PH"),
+    ("2001:218::1", "JP"),
+    ("2a02:d180::1", "DE"),
+)
+# Addresses of the demo DB (geodata/demo.py, `edge-router demo`): one per network.
+_DEMO_FALLBACK: tuple[tuple[str, str], ...] = (
+    ("198.51.100.10", "US"), ("198.51.100.74", "GB"), ("198.51.100.138", "SG"),
+    ("198.51.100.202", "DE"), ("203.0.113.10", "JP"), ("203.0.113.138", "BR"),
+    ("192.0.2.10", "CA"), ("192.0.2.138", "ZA"), ("2001:db8:1::a", "FR"),
+    ("2001:db8:2::a", "AU"), ("2001:db8:3::a", "US"),
+)
+# The seed's country map, for --clients test|demo without an admin URL.
+_SEED_FALLBACK = {
+    "us-east-1": {"US", "CA", "MX", "BR", "AR", "CL", "CO", "PE", "VE"},
+    "eu-west-1": {"GB", "IE", "FR", "DE", "IT", "ES", "NL", "BE", "CH", "AT", "SE", "NO", "DK",
+                  "FI", "PL", "CZ", "HU", "RO", "BG", "HR", "SI", "SK", "LT", "LV", "EE", "LU",
+                  "MT", "CY"},
+    "ap-southeast-1": {"AU", "NZ", "SG", "MY", "TH", "ID", "PH", "VN", "IN", "JP", "KR", "CN",
+                       "HK", "TW", "MO"},
+}
+
+
+def demo_db_clients() -> tuple[tuple[str, str], ...]:
+    try:  # the project's own list when it is installed; a copy otherwise
+        from geodata.demo import demo_clients
+        return tuple((c.ip, c.country) for c in demo_clients())
+    except Exception:
+        return _DEMO_FALLBACK
+
+
+def seed_region(country: str | None) -> str:
+    try:
+        from geodata.countries import seed_region as project_seed_region
+        return project_seed_region(country)
+    except Exception:
+        for region, codes in _SEED_FALLBACK.items():
+            if country and country.upper() in codes:
+                return region
+        return "us-east-1"
+
+
+# -- command line ------------------------------------------------------------------
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser) -> None:
+    parser.add_argument("--mode", choices=MODES, default="round-robin",
+                        help="round-robin (even split check), geographic (X-Forwarded-For clients "
+                             "per region, region check) or mixed (API traffic); default round-robin")
+    parser.add_argument("--admin-url", default=os.environ.get(ADMIN_URL_ENV, ""),
+                        help="edge-router admin API base URL, e.g. http://127.0.0.1:9901 (env "
+                             f"{ADMIN_URL_ENV}); the token comes from {TOKEN_ENV}")
+    parser.add_argument("--clients", default="auto",
+                        help="geographic mode: auto | test | demo | FILE of 'ip,region' lines")
+    parser.add_argument("--think-time", default="",
+                        help="seconds between a user's requests: 0, 0.5 or 0.1-0.5 "
+                             "(default 0; mixed mode 0.1-0.5)")
+    parser.add_argument("--max-deviation", type=float, default=5.0,
+                        help="round-robin mode: largest allowed distance, in percentage points, "
+                             "of a region's share from an even split (default 5)")
+
+
+# -- admin API -----------------------------------------------------------------------
+
+class SetupError(Exception):
+    pass
+
+
+def admin_call(admin_url: str, method: str, path: str, body: dict | None = None,
+               auth: bool = False, timeout: float = 5.0) -> dict:
+    base = (admin_url or "").rstrip("/")
+    if not base:
+        raise SetupError("--admin-url is required (the router's admin listener, e.g. http://127.0.0.1:9901)")
+    url = base + path
+    headers = {"Accept": "application/json"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    if auth:
+        token = os.environ.get(TOKEN_ENV, "")
+        if not token:
+            raise SetupError(f"{TOKEN_ENV} is not set: admin mutations need the router's bearer token")
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read()[:300].decode("utf-8", "replace")
+        raise SetupError(f"{method} {url}: HTTP {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise SetupError(f"{method} {url}: {getattr(exc, 'reason', exc)}") from None
+    try:
+        return json.loads(raw or b"{}")
+    except ValueError:
+        raise SetupError(f"{method} {url}: answer is not JSON: {raw[:200]!r}") from None
+
+
+def switch_strategy(admin_url: str, strategy: str) -> dict:
+    answer = admin_call(admin_url, "PUT", "/admin/strategy", {"strategy": strategy}, auth=True)
+    state = admin_call(admin_url, "GET", "/admin/state")
+    if state.get("strategy") != strategy:
+        raise SetupError(f"router reports strategy {state.get('strategy')!r} after switching to {strategy!r}")
+    log.info("edge-router strategy: %s -> %s", answer.get("previous"), strategy)
+    return state
+
+
+# -- geographic clients ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Client:
+    ip: str
+    country: str
+    region: str
+
+
+def resolve_clients(spec: str, admin_url: str) -> list[Client]:
+    spec = (spec or "auto").strip()
+    if spec not in ("auto", "test", "demo"):
+        return _clients_from_file(spec)
+    if spec == "test":
+        candidates = TEST_DB_CLIENTS
+    elif spec == "demo":
+        candidates = demo_db_clients()
+    else:
+        candidates = TEST_DB_CLIENTS + demo_db_clients()
+    if not admin_url:
+        if spec == "auto":
+            raise SetupError("--clients auto needs --admin-url (to ask the router which addresses its "
+                             "GeoIP DB knows); or pass --clients test|demo|FILE")
+        return [Client(ip, cc, seed_region(cc)) for ip, cc in candidates]
+    # Ask the router: its GeoIP DB's country for each address and its map's home region.
+    clients, unknown = [], []
+    for ip, cc in candidates:
+        info = admin_call(admin_url, "GET", "/admin/route?ip=" + urllib.parse.quote(ip))
+        if info.get("country") == cc and info.get("home_region"):
+            clients.append(Client(ip, cc, info["home_region"]))
+        else:
+            unknown.append(f"{ip} ({cc}: router says {info.get('country')})")
+    if spec != "auto" and unknown:
+        log.warning("the router's GeoIP DB does not place these as expected, left out: %s", ", ".join(unknown))
+    if not clients:
+        raise SetupError("the router's GeoIP DB knows none of the built-in client addresses; "
+                         "pass --clients FILE with 'ip,region' lines")
+    return clients
+
+
+def _clients_from_file(path: str) -> list[Client]:
+    clients = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                line = line.split("#", 1)[0].strip()
+                if not line:
+                    continue
+                parts = [p.strip() for p in line.split(",")]
+                if len(parts) < 2 or not parts[0] or not parts[1]:
+                    raise SetupError(f"{path}:{n}: expected 'ip,region', got {line!r}")
+                clients.append(Client(parts[0], parts[2] if len(parts) > 2 else "?", parts[1]))
+    except OSError as exc:
+        raise SetupError(f"--clients {path}: {exc}") from None
+    if not clients:
+        raise SetupError(f"--clients {path}: no clients in the file")
+    return clients
+
+
+# -- per-region tally (workers ship theirs to the master) -------------------------------
+
+def bucket_ms(ms: float) -> float:
+    """Response time rounded so that the histogram stays small (as Locust does)."""
+    if ms < 10:
+        return round(ms, 1)
+    if ms < 100:
+        return float(round(ms))
+    if ms < 1000:
+        return float(round(ms, -1))
+    return float(round(ms, -2))
+
+
+def percentile(hist: collections.Counter, q: float) -> float:
+    total = sum(hist.values())
+    if not total:
+        return 0.0
+    rank = q * total
+    seen = 0
+    for value in sorted(hist):
+        seen += hist[value]
+        if seen >= rank:
+            return value
+    return max(hist)
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.hist: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+
+    def add(self, region: str, ms: float) -> None:
+        self.counts[region] += 1
+        self.hist[region][bucket_ms(ms)] += 1
+
+    def export(self) -> dict:
+        return {"counts": dict(self.counts),
+                "hist": {r: [[k, v] for k, v in h.items()] for r, h in self.hist.items()}}
+
+    def merge(self, data: dict | None) -> None:
+        if not data:
+            return
+        self.counts.update(data.get("counts", {}))
+        for region, pairs in data.get("hist", {}).items():
+            for k, v in pairs:
+                self.hist[region][float(k)] += v
+
+
+@dataclass
+class Run:
+    mode: str = "round-robin"
+    started: bool = False
+    reported: bool = True
+    setup_error: str | None = None
+    regions: list[dict] = field(default_factory=list)  # /admin/state regions at test start
+    clients: list[Client] = field(default_factory=list)
+
+
+RUN = Run()
+TALLY = Tally()
+
+
+def _is_worker(environment) -> bool:
+    return isinstance(environment.runner, WorkerRunner)
+
+
+def _options(environment):
+    return environment.parsed_options
+
+
+@events.test_start.add_listener
+def _on_test_start(environment, **_kw) -> None:
+    opts = _options(environment)
+    TALLY.reset()
+    RUN.mode = getattr(opts, "mode", "round-robin") if opts else "round-robin"
+    RUN.started, RUN.reported, RUN.setup_error = True, False, None
+    RUN.regions, RUN.clients = [], []
+    admin_url = getattr(opts, "admin_url", "") if opts else ""
+    try:
+        if RUN.mode == "geographic":
+            if admin_url and not _is_worker(environment):
+                switch_strategy(admin_url, "geographic")
+            RUN.clients = resolve_clients(getattr(opts, "clients", "auto"), admin_url)
+            if not _is_worker(environment):
+                log.info("geographic clients (X-Forwarded-For -> expected region): %s",
+                         ", ".join(f"{c.ip} {c.country}->{c.region}" for c in RUN.clients))
+                users = getattr(opts, "num_users", None)
+                if users and users < len(RUN.clients):
+                    log.warning("%d users carry only the first %d of %d client addresses; use -u %d "
+                                "or more to cover them all", users, users, len(RUN.clients), len(RUN.clients))
+        if _is_worker(environment):
+            return
+        if RUN.mode == "round-robin":
+            state = switch_strategy(admin_url, "round-robin")
+            RUN.regions = list(state.get("regions", []))
+            if not RUN.regions:
+                raise SetupError("GET /admin/state lists no regions")
+            off = [r["id"] for r in RUN.regions if r.get("disabled") or r.get("draining")]
+            if off:
+                log.warning("disabled/draining regions %s will take no share: this run will fail the "
+                            "even-split check", ", ".join(off))
+        elif admin_url:
+            try:
+                RUN.regions = list(admin_call(admin_url, "GET", "/admin/state").get("regions", []))
+            except SetupError as exc:
+                log.warning("could not read the router's regions: %s", exc)
+    except SetupError as exc:
+        RUN.setup_error = str(exc)
+        log.error("edge-router setup for --mode %s failed, stopping the test: %s", RUN.mode, exc)
+        environment.process_exit_code = 1
+        runner = environment.runner
+        if opts is not None and getattr(opts, "headless", False):
+            gevent.spawn_later(0, runner.quit)
+        elif runner is not None:
+            gevent.spawn_later(0, runner.stop)
+
+
+@events.request.add_listener
+def _on_request(response_time=None, response=None, exception=None, **_kw) -> None:
+    region = None
+    headers = getattr(response, "headers", None)
+    if headers is not None:
+        try:
+            region = headers.get("X-Edge-Region")
+        except Exception:
+            region = None
+    if isinstance(region, list):
+        region = region[-1] if region else None
+    TALLY.add(region or NO_REGION, float(response_time or 0.0))
+
+
+@events.report_to_master.add_listener
+def _on_report_to_master(data, **_kw) -> None:
+    data["edge_router_tally"] = TALLY.export()
+    TALLY.reset()
+
+
+@events.worker_report.add_listener
+def _on_worker_report(data, **_kw) -> None:
+    TALLY.merge(data.get("edge_router_tally"))
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment, **_kw) -> None:
+    if _is_worker(environment) or not RUN.started:
+        return
+    if isinstance(environment.runner, MasterRunner):
+        opts = _options(environment)
+        if opts is not None and getattr(opts, "headless", False):
+            return  # quitting reports, after the workers' last tallies came in
+        gevent.spawn_later(WORKER_REPORT_INTERVAL + 1, report, environment)
+        return
+    report(environment)
+
+
+@events.quitting.add_listener
+def _on_quitting(environment, **_kw) -> None:
+    if not _is_worker(environment) and RUN.started and not RUN.reported:
+        report(environment)
+
+
+# -- the report -------------------------------------------------------------------------
+
+def report(environment) -> list[str]:
+    """Print the per-region table; in round-robin mode decide pass/fail (exit code)."""
+    RUN.reported = True
+    stats = environment.stats.total
+    total_requests, failures = stats.num_requests, stats.num_failures
+    lines = [""]
+    problems: list[str] = []
+    if RUN.setup_error:
+        problems.append(f"setup failed: {RUN.setup_error}")
+    configured = [r["id"] for r in RUN.regions]
+    state_of = {r["id"]: ("disabled" if r.get("disabled") else "draining" if r.get("draining") else "")
+                for r in RUN.regions}
+    seen = [r for r in sorted(TALLY.counts) if r not in configured]
+    rows = configured + seen
+    tallied = sum(TALLY.counts.values())
+    even = 100.0 / len([r for r in rows if r != NO_REGION]) if any(r != NO_REGION for r in rows) else 0.0
+    max_dev = float(getattr(_options(environment), "max_deviation", 5.0) or 5.0)
+    rr = RUN.mode == "round-robin"
+    title = f"edge-router per-region split, --mode {RUN.mode}"
+    if rr:
+        title += f": {len(configured)} regions in /admin/state, even share {even:.1f} %, allowed ±{max_dev:g} points"
+    lines.append(title)
+    header = f"{'region':<20} {'requests':>9} {'share':>8}"
+    if rr:
+        header += f" {'expected':>9} {'off by':>7}"
+    header += f" {'p50 ms':>8} {'p95 ms':>8}  note"
+    lines.append(header)
+    lines.append("-" * len(header))
+    for region in rows:
+        n = TALLY.counts.get(region, 0)
+        share = 100.0 * n / tallied if tallied else 0.0
+        hist = TALLY.hist.get(region, collections.Counter())
+        note = state_of.get(region, "" if region in configured else "not in /admin/state")
+        row = f"{region:<20} {n:>9} {share:>7.1f}%"
+        if rr:
+            if region == NO_REGION:
+                row += f" {'-':>9} {'-':>7}"
+                problems.append(f"{n} responses carried no X-Edge-Region")
+            else:
+                off = share - even
+                row += f" {even:>8.1f}% {off:>+7.1f}"
+                if abs(off) > max_dev:
+                    problems.append(f"{region} took {share:.1f} % ({off:+.1f} points off {even:.1f} %)")
+                    note = (note + " " if note else "") + "FAIL"
+        row += f" {percentile(hist, 0.5):>8g} {percentile(hist, 0.95):>8g}  {note}".rstrip()
+        lines.append(row)
+    lines.append("-" * len(header))
+    lines.append(f"{'total':<20} {tallied:>9} {100.0 if tallied else 0.0:>7.1f}%")
+    if rr and tallied == 0 and not RUN.setup_error:
+        problems.append("no responses at all")
+    if failures:
+        problems.append(f"{failures} of {total_requests} requests failed")
+    if rr:
+        if problems:
+            lines.append("FAIL: " + "; ".join(problems))
+            environment.process_exit_code = 1
+        else:
+            lines.append(f"PASS: every region within {max_dev:g} points of {even:.1f} %, no failed requests")
+            environment.process_exit_code = None
+    elif problems:
+        lines.append("FAIL: " + "; ".join(problems))
+        if RUN.setup_error:
+            environment.process_exit_code = 1
+    print("\n".join(lines), flush=True)
+    return lines
+
+
+# -- the virtual user -------------------------------------------------------------------
+
+def _parse_think_time(text: str, mode: str) -> tuple[float, float]:
+    text = (text or "").strip() or ("0.1-0.5" if mode == "mixed" else "0")
+    lo, _, hi = text.partition("-")
+    try:
+        a, b = float(lo), float(hi or lo)
+    except ValueError:
+        raise SetupError(f"--think-time {text!r}: use 0, 0.5 or 0.1-0.5") from None
+    if a < 0 or b < a:
+        raise SetupError(f"--think-time {text!r}: use 0, 0.5 or 0.1-0.5")
+    return a, b
+
+
+class EdgeRouterUser(FastHttpUser):
+    """One client of the router; what it sends depends on --mode."""
+
+    _numbers = itertools.count()
+
+    def wait_time(self) -> float:
+        lo, hi = self._think
+        return lo if lo == hi else random.uniform(lo, hi)
+
+    def on_start(self) -> None:
+        if RUN.setup_error:
+            raise StopUser()
+        opts = self.environment.parsed_options
+        self.mode = getattr(opts, "mode", "round-robin") if opts else "round-robin"
+        self._think = _parse_think_time(getattr(opts, "think_time", "") if opts else "", self.mode)
+        self.number = next(self._numbers)
+        self.client_addr: Client | None = None
+        if self.mode == "geographic":
+            if not RUN.clients:
+                raise StopUser()
+            self.client_addr = RUN.clients[self.number % len(RUN.clients)]
+
+    @task
+    def step(self) -> None:
+        if self.mode == "geographic":
+            self.geographic()
+        elif self.mode == "mixed":
+            random.choices((self.echo, self.payment, self.large), weights=(12, 5, 1))[0]()
+        else:
+            self.echo()
+
+    def echo(self) -> None:
+        with self.client.get(f"/api/v1/echo?n={random.randrange(1 << 20)}", name="/api/v1/echo",
+                             catch_response=True) as resp:
+            if resp.status_code != 200:
+                resp.failure(f"HTTP {resp.status_code}")
+            else:
+                resp.success()
+
+    def geographic(self) -> None:
+        c = self.client_addr
+        assert c is not None
+        with self.client.get(f"/api/v1/echo?n={random.randrange(1 << 20)}", name=f"/api/v1/echo [{c.region}]",
+                             headers={"X-Forwarded-For": c.ip}, catch_response=True) as resp:
+            got = resp.headers.get("X-Edge-Region") if resp.headers is not None else None
+            if resp.status_code != 200:
+                resp.failure(f"HTTP {resp.status_code}")
+            elif got != c.region:
+                resp.failure(f"client {c.ip} ({c.country}) expected region {c.region}, answered by {got}"
+                             " (is the load generator in the router's trusted_proxies?)")
+            else:
+                resp.success()
+
+    def payment(self) -> None:
+        body = {"amount": f"{random.randint(100, 99999) / 100:.2f}",
+                "currency": random.choice(("USD", "EUR", "GBP", "SGD")),
+                "reference": uuid.uuid4().hex}
+        with self.client.post("/api/v1/payments", json=body, name="/api/v1/payments",
+                              headers={"Idempotency-Key": body["reference"]}, catch_response=True) as resp:
+            if resp.status_code != 201:
+                resp.failure(f"HTTP {resp.status_code}")
+                return
+            try:
+                answer = resp.json()
+            except ValueError:
+                resp.failure("payment answer is not JSON")
+                return
+            region = resp.headers.get("X-Edge-Region")
+            if answer.get("amount") != body["amount"]:
+                resp.failure(f"amount {answer.get('amount')!r} != {body['amount']!r}")
+            elif answer.get("region") and region and answer["region"] != region:
+                resp.failure(f"answered by {answer['region']} but X-Edge-Region says {region}")
+            else:
+                resp.success()
+
+    def large(self) -> None:
+        with self.client.get(f"/api/v1/large?bytes={LARGE_BYTES}", name="/api/v1/large (1 MiB)",
+                             catch_response=True) as resp:
+            if resp.status_code != 200:
+                resp.failure(f"HTTP {resp.status_code}")
+            elif len(resp.content or b"") != LARGE_BYTES:
+                resp.failure(f"got {len(resp.content or b'')} bytes, expected {LARGE_BYTES}")
+            else:
+                resp.success()
