@@ -31,8 +31,11 @@ geographic    Virtual users carry client addresses from countries of each region
               MaxMind GeoLite2-Country-Test.mmdb addresses), "demo" (the demo DB of
               `edge-router demo`), or a file of "ip,region" lines.
 mixed         Realistic API traffic: GET /api/v1/echo, JSON POST /api/v1/payments
-              (201 expected), and now and then a 1 MiB GET /api/v1/large. Leaves the
-              strategy alone.
+              (201 expected), and now and then a 1 MiB GET /api/v1/large, with a
+              think time of 0.1-0.5 s. With --admin-url (or --clients test|demo|FILE)
+              users send X-Forwarded-For addresses from around the world, so every
+              home region gets traffic; the answering region is not checked. Leaves
+              the strategy alone.
 
 Every mode prints the per-region table at the end (on the master/local runner
 only; workers send their tallies to the master). Headless:
@@ -61,7 +64,6 @@ from dataclasses import dataclass, field
 
 import gevent
 from locust import FastHttpUser, events, task
-from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 log = logging.getLogger("edge_router.locust")
@@ -301,6 +303,7 @@ class Run:
     reported: bool = True
     setup_error: str | None = None
     regions: list[dict] = field(default_factory=list)  # /admin/state regions at test start
+    think: tuple[float, float] = (0.0, 0.0)  # --think-time, seconds
     clients: list[Client] = field(default_factory=list)
 
 
@@ -325,6 +328,7 @@ def _on_test_start(environment, **_kw) -> None:
     RUN.regions, RUN.clients = [], []
     admin_url = getattr(opts, "admin_url", "") if opts else ""
     try:
+        RUN.think = _parse_think_time(getattr(opts, "think_time", "") if opts else "", RUN.mode)
         if RUN.mode == "geographic":
             if admin_url and not _is_worker(environment):
                 switch_strategy(admin_url, "geographic")
@@ -336,6 +340,15 @@ def _on_test_start(environment, **_kw) -> None:
                 if users and users < len(RUN.clients):
                     log.warning("%d users carry only the first %d of %d client addresses; use -u %d "
                                 "or more to cover them all", users, users, len(RUN.clients), len(RUN.clients))
+        elif RUN.mode == "mixed":
+            spec = getattr(opts, "clients", "auto") if opts else "auto"
+            if admin_url or spec != "auto":
+                # Spread the traffic over the world like real clients; no region check here.
+                try:
+                    RUN.clients = resolve_clients(spec, admin_url)
+                except SetupError as exc:
+                    log.warning("mixed mode: no X-Forwarded-For clients (%s); all traffic comes from "
+                                "this machine's address", exc)
         if _is_worker(environment):
             return
         if RUN.mode == "round-robin":
@@ -390,7 +403,7 @@ def _on_worker_report(data, **_kw) -> None:
 
 @events.test_stop.add_listener
 def _on_test_stop(environment, **_kw) -> None:
-    if _is_worker(environment) or not RUN.started:
+    if _is_worker(environment) or not RUN.started or RUN.reported:
         return
     if isinstance(environment.runner, MasterRunner):
         opts = _options(environment)
@@ -472,6 +485,8 @@ def report(environment) -> list[str]:
         lines.append("FAIL: " + "; ".join(problems))
         if RUN.setup_error:
             environment.process_exit_code = 1
+    if RUN.setup_error and not tallied:
+        lines = ["", title, lines[-1]]
     print("\n".join(lines), flush=True)
     return lines
 
@@ -500,20 +515,26 @@ class EdgeRouterUser(FastHttpUser):
         return lo if lo == hi else random.uniform(lo, hi)
 
     def on_start(self) -> None:
-        if RUN.setup_error:
-            raise StopUser()
+        self.mode = RUN.mode
+        self._think = RUN.think
+        # Distributed: worker i of W numbers its users i, i+W, i+2W, ... so that the
+        # workers together cover the client list like one process would.
+        runner = self.environment.runner
         opts = self.environment.parsed_options
-        self.mode = getattr(opts, "mode", "round-robin") if opts else "round-robin"
-        self._think = _parse_think_time(getattr(opts, "think_time", "") if opts else "", self.mode)
-        self.number = next(self._numbers)
+        workers = max(1, int(getattr(opts, "expect_workers", 1) or 1)) if _is_worker(self.environment) else 1
+        self.number = next(self._numbers) * workers + (getattr(runner, "worker_index", 0) or 0) % workers
         self.client_addr: Client | None = None
-        if self.mode == "geographic":
-            if not RUN.clients:
-                raise StopUser()
+        # A failed setup stops the run; until then this user sends nothing.
+        self.idle = bool(RUN.setup_error) or (self.mode == "geographic" and not RUN.clients)
+        if self.idle:
+            self._think = (1.0, 1.0)
+        elif self.mode in ("geographic", "mixed") and RUN.clients:
             self.client_addr = RUN.clients[self.number % len(RUN.clients)]
 
     @task
     def step(self) -> None:
+        if self.idle:
+            return
         if self.mode == "geographic":
             self.geographic()
         elif self.mode == "mixed":
@@ -521,9 +542,12 @@ class EdgeRouterUser(FastHttpUser):
         else:
             self.echo()
 
+    def _headers(self) -> dict[str, str]:
+        return {"X-Forwarded-For": self.client_addr.ip} if self.client_addr else {}
+
     def echo(self) -> None:
         with self.client.get(f"/api/v1/echo?n={random.randrange(1 << 20)}", name="/api/v1/echo",
-                             catch_response=True) as resp:
+                             headers=self._headers(), catch_response=True) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}")
             else:
@@ -539,7 +563,7 @@ class EdgeRouterUser(FastHttpUser):
                 resp.failure(f"HTTP {resp.status_code}")
             elif got != c.region:
                 resp.failure(f"client {c.ip} ({c.country}) expected region {c.region}, answered by {got}"
-                             " (is the load generator in the router's trusted_proxies?)")
+                             " (wrong --clients for the router's GeoIP DB, or the load generator not in its trusted_proxies?)")
             else:
                 resp.success()
 
@@ -548,7 +572,8 @@ class EdgeRouterUser(FastHttpUser):
                 "currency": random.choice(("USD", "EUR", "GBP", "SGD")),
                 "reference": uuid.uuid4().hex}
         with self.client.post("/api/v1/payments", json=body, name="/api/v1/payments",
-                              headers={"Idempotency-Key": body["reference"]}, catch_response=True) as resp:
+                              headers={"Idempotency-Key": body["reference"], **self._headers()},
+                              catch_response=True) as resp:
             if resp.status_code != 201:
                 resp.failure(f"HTTP {resp.status_code}")
                 return
@@ -567,7 +592,7 @@ class EdgeRouterUser(FastHttpUser):
 
     def large(self) -> None:
         with self.client.get(f"/api/v1/large?bytes={LARGE_BYTES}", name="/api/v1/large (1 MiB)",
-                             catch_response=True) as resp:
+                             headers=self._headers(), catch_response=True) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}")
             elif len(resp.content or b"") != LARGE_BYTES:

@@ -55,14 +55,15 @@ class Prober:
 
     async def probe_once(self, rt: RegionRuntime) -> tuple[bool, float | None, str]:
         """(ok, seconds, why): ok means a 2xx from the health URL in time."""
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        # Not loop.time(): uvloop's is cached per iteration, in whole milliseconds.
+        clock = self.store.clock
+        t0 = clock.now()
         try:
             async with self._session.get(
                 rt.config.health, ssl=self._ssl.get(rt.id, True), allow_redirects=False
             ) as resp:
                 await resp.read()
-                elapsed = loop.time() - t0
+                elapsed = clock.now() - t0
                 if 200 <= resp.status < 300:
                     return True, elapsed, ""
                 return False, elapsed, f"HTTP {resp.status}"

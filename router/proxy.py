@@ -350,8 +350,17 @@ class Exchange:
         parts.append(b"X-Edge-Region: %s\r\nX-Request-Id: %s\r\n\r\n" % (region.encode(), self.request_id))
         self.head_sent = True
         self.done = self.proxy.loop.create_future()
+        early, complete, failed = self.conn.relay()
+        # Head and whatever body already arrived leave in one write.
+        if early:
+            parts.extend(encode_chunk(c) for c in early) if self.out_chunked else parts.extend(early)
+        if complete and self.out_chunked:
+            parts.append(LAST_CHUNK)
         self.client.transport.write(b"".join(parts))
-        self.conn.relay()
+        if complete:
+            self.done.set_result(True)
+        elif failed is not None:
+            self.upstream_failed(failed)
 
     # -- ResponseSink (called by the upstream connection) --------------------------------
     def upstream_body(self, data: bytes) -> None:

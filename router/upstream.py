@@ -215,18 +215,13 @@ class UpstreamConnection(asyncio.Protocol):
             return self._head
         return await self._head_waiter
 
-    def relay(self) -> None:
-        """Send the body (already read and still to come) to the sink."""
-        sink = self._sink
+    def relay(self) -> tuple[list[bytes], bool, BaseException | None]:
+        """From now on body bytes go to the sink as they come. Returns what
+        was already read (chunks, complete?, failure) so that the caller can
+        send it with the response head in one write."""
         self._relaying = True
-        if self._early:
-            early, self._early = self._early, []
-            for chunk in early:
-                sink.upstream_body(chunk)
-        if self._complete:
-            sink.upstream_complete()
-        elif self._failed is not None:
-            sink.upstream_failed(self._failed)
+        early, self._early = self._early, []
+        return early, self._complete, self._failed
 
     def pause_reading(self) -> None:
         if not self._reading_paused and not self.closed:

@@ -1,0 +1,192 @@
+"""Issue 3, the three other strategies, checked from outside against the
+region simulator: round-robin's split, least-latency following a region that
+slows down, health-based settling on the region without errors."""
+from __future__ import annotations
+
+import http.client
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import REGIONS, make_config, start_router, start_sim, wait_until  # noqa: E402
+
+pytestmark = pytest.mark.timeout(60)
+
+LATENCIES = {"us-east-1": 0.020, "us-west-2": 0.005, "eu-west-1": 0.030, "ap-southeast-1": 0.040}
+API = "/api/v1/echo"
+
+
+@pytest.fixture(scope="module")
+def sim():
+    s = start_sim(LATENCIES)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean_sim(sim):
+    for rid in REGIONS:
+        sim.reset(rid)
+    sim.reset_stats()
+    yield
+    for rid in REGIONS:
+        sim.reset(rid)
+
+
+@pytest.fixture
+def router_factory():
+    started = []
+
+    def start(*args, **kw):
+        rp = start_router(*args, **kw)
+        started.append(rp)
+        return rp
+
+    yield start
+    for rp in started:
+        rp.stop()
+
+
+class Load:
+    """Closed-loop GETs from `clients` threads (keep-alive), until stopped or
+    `limit` requests are done. Records (monotonic, status, X-Edge-Region)."""
+
+    def __init__(self, port: int, clients: int = 4, limit: int | None = None, headers: dict | None = None):
+        self.port, self.limit, self.headers = port, limit, headers or {}
+        self.results: list[tuple[float, int, str | None]] = []
+        self.lock = threading.Lock()
+        self.issued = 0
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _take(self) -> bool:
+        with self.lock:
+            if self.limit is not None and self.issued >= self.limit:
+                return False
+            self.issued += 1
+            return True
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            while not self.stopping.is_set() and self._take():
+                try:
+                    conn.request("GET", API, headers=self.headers)
+                    r = conn.getresponse()
+                    r.read()
+                    rec = (time.monotonic(), r.status, r.getheader("X-Edge-Region"))
+                except (OSError, http.client.HTTPException) as exc:
+                    rec = (time.monotonic(), -1, type(exc).__name__)
+                    conn.close()
+                with self.lock:
+                    self.results.append(rec)
+        finally:
+            conn.close()
+
+    def __enter__(self) -> "Load":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def wait(self, timeout: float = 30) -> "Load":
+        for t in self.threads:
+            t.join(timeout)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self.wait(15)
+
+    def last(self, n: int) -> list[tuple[float, int, str | None]]:
+        with self.lock:
+            return self.results[-n:]
+
+    def regions(self) -> list[str | None]:
+        with self.lock:
+            return [r[2] for r in self.results]
+
+
+def api_requests(sim, rid: str) -> int:
+    return sim.stats(rid)["by_path"].get(API, 0)
+
+
+def transitions(seq: list) -> list:
+    out = []
+    for x in seq:
+        if not out or out[-1] != x:
+            out.append(x)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+def test_round_robin_splits_400_requests_evenly(sim, router_factory):
+    rp = router_factory(make_config(sim.ports, strategy="round-robin"))
+    assert rp.state()["strategy"] == "round-robin"
+    sim.reset_stats()
+    with Load(rp.port, clients=8, limit=400) as load:
+        load.wait()
+    assert len(load.results) == 400
+    assert all(status == 200 for _, status, _ in load.results)
+    by_header = Counter(load.regions())
+    by_region = {rid: api_requests(sim, rid) for rid in REGIONS}
+    assert by_header == by_region, (by_header, by_region)
+    assert all(99 <= n <= 101 for n in by_region.values()), by_region  # smooth WRR: 100 each
+    # One client's requests rotate through every region.
+    order = [rp.get(API, headers={"X-Forwarded-For": "81.2.69.142"}).region for _ in range(8)]
+    assert set(order[:4]) == set(REGIONS) and order[:4] == order[4:], order
+
+
+def test_round_robin_follows_weights(sim, router_factory):
+    extra = {"us-east-1": {"weight": 3}, "us-west-2": {"weight": 1}, "eu-west-1": {"weight": 0.5},
+             "ap-southeast-1": {"weight": 0.5}}
+    rp = router_factory(make_config(sim.ports, strategy="round-robin", region_extra=extra))
+    with Load(rp.port, clients=8, limit=200) as load:
+        load.wait()
+    got = Counter(load.regions())
+    assert got == {"us-east-1": 120, "us-west-2": 40, "eu-west-1": 20, "ap-southeast-1": 20}, got
+
+
+def test_least_latency_follows_a_region_that_slows_down(sim, router_factory):
+    rp = router_factory(make_config(sim.ports, strategy="least-latency"))
+
+    def lat(rid):
+        return rp.region_state(rid)["latency_ms"]
+
+    # Every region measured, us-west-2 (5 ms) leads.
+    wait_until(lambda: all(r["latency_ms"] is not None for r in rp.state()["regions"]), 10, what="latencies")
+    wait_until(lambda: rp.get(API).region == "us-west-2", 10, what="us-west-2 to lead")
+    with Load(rp.port, clients=2) as load:
+        wait_until(lambda: len(load.results) > 50, 10, what="warm-up")
+        assert set(r[2] for r in load.last(40)) == {"us-west-2"}
+        t_slow = time.monotonic()
+        sim.fault("us-west-2", extra_latency="150ms")
+        # Its smoothed latency climbs past us-east-1's (20 ms) ...
+        wait_until(lambda: lat("us-west-2") > lat("us-east-1") * 2, 10, what="us-west-2 latency to rise")
+        # ... and, after the dwell time, traffic follows the fastest region.
+        wait_until(lambda: [r[2] for r in load.last(20)] == ["us-east-1"] * 20, 25, what="traffic to us-east-1")
+        took = time.monotonic() - t_slow
+    seq = [r[2] for r in load.results]
+    assert transitions(seq) == ["us-west-2", "us-east-1"], transitions(seq)  # one move, no flapping
+    assert all(r[1] == 200 for r in load.results)
+    assert took < 20, took
+    assert rp.state()["regions"][0]["latency_ms"] < lat("us-west-2")
+
+
+def test_health_based_settles_on_the_region_without_errors(sim, router_factory):
+    rp = router_factory(make_config(sim.ports, strategy="health-based"))
+    assert rp.get(API).region == "us-west-2"  # all healthy and clean: the fastest
+    for rid in ("us-east-1", "us-west-2", "ap-southeast-1"):
+        sim.fault(rid, error_rate=0.3)
+    with Load(rp.port, clients=4) as load:
+        wait_until(lambda: [r[2] for r in load.last(60)] == ["eu-west-1"] * 60, 15, what="settling on eu-west-1")
+    st = {r["id"]: r for r in rp.state()["regions"]}
+    assert st["eu-west-1"]["error_rate"] == 0.0
+    assert all(st[rid]["error_rate"] > 0 for rid in ("us-east-1", "us-west-2")), st
+    assert all(r[1] == 200 for r in load.last(60))
+    route = rp.admin_req("GET", "/admin/route?country=US").json()
+    assert route["strategy"] == "health-based" and route["chosen"] == "eu-west-1", route
