@@ -43,12 +43,14 @@ def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
 class AccessLog:
     """One JSON line per request (orjson), written to a stream (stdout)."""
 
-    __slots__ = ("_write",)
+    __slots__ = ("_write", "flush")
 
     def __init__(self, stream: TextIO | None = None) -> None:
         stream = stream or sys.stdout
         buf = getattr(stream, "buffer", None)
         self._write = buf.write if buf is not None else (lambda b: stream.write(b.decode()))
+        # Buffered for speed; the server flushes it on every tick (0.5 s).
+        self.flush = buf.flush if buf is not None else stream.flush
 
     def __call__(self, ex: "Exchange", duration: float) -> None:
         req = ex.req

@@ -6,7 +6,6 @@ import logging
 import os
 import signal
 import ssl
-from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -30,19 +29,6 @@ log = logging.getLogger("edge_router.server")
 TICK = 0.5  # republish cadence: drains progress, half-open comes due, dwell times pass
 
 
-@dataclass
-class Running:
-    """Handles on a started router (used by `serve`, `demo` and tests)."""
-
-    config: Config
-    store: RegionStore
-    proxy: Proxy
-    metrics: Metrics
-    listen_port: int
-    admin_port: int
-    stopped: asyncio.Event = field(default_factory=asyncio.Event)
-
-
 def open_geo(config: Config) -> GeoReader | None:
     return GeoReader(config.geo.database) if config.geo.database else None
 
@@ -59,6 +45,8 @@ class Router:
         self._admin_runner: web.AppRunner | None = None
         self._ticker: asyncio.Task | None = None
         self.proxy: Proxy | None = None
+        self.access_log: AccessLog | None = None
+        self.geo_errors_seen = 0
         self.listen_port = 0
         self.admin_port = 0
         self.shutting_down = False
@@ -79,12 +67,10 @@ class Router:
                 rt.id, ep, resolver=resolver, ssl_context=ctx, size=lim.pool_size, wait=lim.pool_wait,
                 connect_timeout=lim.connect_timeout, read_timeout=lim.read_timeout, idle_timeout=lim.pool_idle,
             )
-        access = AccessLog() if cfg.log.access_log else None
+        self.access_log = access = AccessLog() if cfg.log.access_log else None
         self.proxy = proxy = Proxy(
             config=cfg, store=self.store, geo=self.geo, metrics=self.metrics, clock=self.clock, access_log=access
         )
-        if self.geo is not None:
-            self.geo_errors_seen = 0
         server_ssl = None
         if cfg.listen.tls_cert:
             server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -132,6 +118,8 @@ class Router:
             await asyncio.sleep(TICK)
             try:
                 self.store.tick()
+                if self.access_log is not None:
+                    self.access_log.flush()
             except Exception:  # the ticker must survive any one bad tick
                 log.exception("tick failed")
 
@@ -170,6 +158,8 @@ class Router:
             await self._admin_runner.cleanup()
         if self.geo is not None:
             self.geo.close()
+        if self.access_log is not None:
+            self.access_log.flush()
         log.info("stopped")
 
 

@@ -264,6 +264,11 @@ class RegionStore:
                     "in_flight": rt.in_flight,
                     "role": rt.config.role,
                     "failover": list(rt.config.failover),
+                    "connections": None if rt.pool is None else {
+                        "open": rt.pool.open_connections,
+                        "idle": rt.pool.idle_connections,
+                        "opened_total": rt.pool.connects,
+                    },
                 }
             )
         return {

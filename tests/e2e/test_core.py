@@ -468,3 +468,63 @@ def test_demo_starts_serves_and_stops_on_ctrl_c():
         code = proc.wait(20)
     assert code == 0
     assert any("stopped" in ln for ln in lines)
+
+
+def test_pool_is_bounded_and_requests_wait_for_a_connection():
+    s2 = start_sim({"us-east-1": 0.1})
+    r = start_router(make_config(s2.ports, limits={"pool_size": 2, "pool_wait": "5s"}))
+    try:
+        results = []
+
+        def one():
+            results.append(r.get("/api/v1/echo").status)
+
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert results == [200] * 8
+        conns = r.region_state("us-east-1")["connections"]
+        assert conns["open"] <= 2 and conns["opened_total"] <= 2
+    finally:
+        r.stop()
+        s2.stop()
+
+
+def test_tls_termination_on_listener(sim, tls_material):
+    import ssl
+
+    d = tls_material
+    cfg = make_config(sim.ports).replace(
+        '[listen]\naddress = "127.0.0.1:0"',
+        f'[listen]\naddress = "127.0.0.1:0"\ntls_cert = "{d / "server.pem"}"\ntls_key = "{d / "server.pem"}"',
+    )
+    r = start_router(cfg)
+    try:
+        ctx = ssl.create_default_context(cafile=str(d / "ca.pem"))
+        conn = http.client.HTTPSConnection("localhost", r.port, context=ctx, timeout=5)
+        conn.request("GET", "/api/v1/echo", headers=xff("81.2.69.142"))
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+        conn.close()
+        assert resp.status == 200 and resp.getheader("X-Edge-Region") == "eu-west-1"
+        assert body["headers"]["X-Forwarded-Proto"] == "https"
+    finally:
+        r.stop()
+
+
+def test_access_log_lines(sim):
+    r = start_router(make_config(sim.ports, log={"access_log": True}))
+    try:
+        r.get("/api/v1/echo?q=1", {"X-Forwarded-For": "81.2.69.142", "X-Request-Id": "acc-1"})
+        def line():
+            for ln in r.stdout_path.read_text().splitlines():
+                rec = json.loads(ln)
+                if rec["request_id"] == "acc-1":
+                    return rec
+        rec = wait_until(line, 5, what="access log line")
+        assert rec["country"] == "GB" and rec["region"] == "eu-west-1" and rec["status"] == 200
+        assert rec["strategy"] == "geographic" and rec["attempts"] == 1 and rec["duration_ms"] > 0
+    finally:
+        r.stop()

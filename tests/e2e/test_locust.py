@@ -1,0 +1,131 @@
+"""Issue 5: bench/locustfile.py in round-robin mode, run as the README says.
+
+Locust monkey-patches the standard library with gevent when it is imported, so
+it only ever runs here as its own process (`locust -f bench/locustfile.py ...`);
+this module never imports locust or the locustfile.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import REGIONS, REPO, TOKEN, make_config, start_router, start_sim  # noqa: E402
+
+pytestmark = [
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(importlib.util.find_spec("locust") is None,
+                       reason="locust is not installed (pip install 'edge-router[load]')"),
+]
+
+LOCUSTFILE = REPO / "bench" / "locustfile.py"
+API = "/api/v1/echo"
+
+
+def locust_command() -> list[str]:
+    script = Path(sys.executable).parent / "locust"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("locust")
+    return [found] if found else [sys.executable, "-m", "locust"]
+
+
+def run_locust(router, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
+    env["EDGE_ROUTER_ADMIN_TOKEN"] = TOKEN
+    args = [
+        *locust_command(), "-f", str(LOCUSTFILE), "--headless", "-u", "8", "-r", "8",
+        "--run-time", "4s", "--stop-timeout", "2",
+        "--host", f"http://127.0.0.1:{router.port}",
+        "--mode", "round-robin", "--admin-url", f"http://127.0.0.1:{router.admin}",
+        "--only-summary", *extra,
+    ]
+    # cwd: a scratch directory, so no locust.conf or pyproject [tool.locust] is picked up
+    return subprocess.run(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=40)
+
+
+def shares(output: str) -> dict[str, float]:
+    """region -> share % from the locustfile's per-region table."""
+    found = {}
+    for rid in REGIONS:
+        m = re.search(rf"^{re.escape(rid)}\s+(\d+)\s+([\d.]+)%", output, re.M)
+        if m:
+            found[rid] = float(m.group(2))
+    return found
+
+
+@pytest.fixture(scope="module")
+def stack():
+    sim = start_sim()  # four regions, no added latency
+    router = start_router(make_config(sim.ports, strategy="geographic"))
+    try:
+        yield sim, router
+    finally:
+        router.stop()
+        sim.stop()
+
+
+def test_round_robin_even_split_then_disabled_region_fails(stack, tmp_path):
+    sim, router = stack
+    assert router.state()["strategy"] == "geographic"
+    sim.reset_stats()
+
+    done = run_locust(router, tmp_path)
+    out = done.stdout
+    assert done.returncode == 0, out[-4000:]
+    assert "PASS" in out, out[-4000:]
+    # the router was switched, and left, on round-robin
+    assert router.state()["strategy"] == "round-robin"
+    # the report names every region with its share, each about 25 %
+    got = shares(out)
+    assert set(got) == set(REGIONS), out[-4000:]
+    for rid, share in got.items():
+        assert abs(share - 25.0) <= 5.0, (rid, share, out[-4000:])
+    # the regions' own counters agree: an even split of the API requests
+    served = {rid: sim.stats(rid)["by_path"].get(API, 0) for rid in REGIONS}
+    total = sum(served.values())
+    assert total > 100, served
+    for rid, n in served.items():
+        assert abs(100.0 * n / total - 25.0) <= 5.0, served
+
+    # one region disabled: the same run must fail, naming the region at 0 %
+    r = router.admin_req("POST", "/admin/regions/us-west-2/disable")
+    assert r.status == 200, r.body
+    try:
+        sim.reset_stats()
+        done = run_locust(router, tmp_path)
+        out = done.stdout
+        assert done.returncode != 0, out[-4000:]
+        assert "FAIL" in out, out[-4000:]
+        got = shares(out)
+        assert got.get("us-west-2") == 0.0, out[-4000:]
+        assert sim.stats("us-west-2")["by_path"].get(API, 0) == 0
+        assert router.state()["strategy"] == "round-robin"
+    finally:
+        router.admin_req("POST", "/admin/regions/us-west-2/enable")
+
+
+def test_admin_failure_stops_the_run(stack, tmp_path):
+    """A round-robin run that cannot switch the strategy fails loudly, sending nothing."""
+    sim, router = stack
+    sim.reset_stats()
+    env_token = {"EDGE_ROUTER_ADMIN_TOKEN": "not-the-token"}
+    args = [
+        *locust_command(), "-f", str(LOCUSTFILE), "--headless", "-u", "2", "-r", "2",
+        "--run-time", "4s", "--host", f"http://127.0.0.1:{router.port}",
+        "--mode", "round-robin", "--admin-url", f"http://127.0.0.1:{router.admin}", "--only-summary",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")} | env_token
+    done = subprocess.run(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=40)
+    assert done.returncode == 1, done.stdout[-4000:]
+    assert "401" in done.stdout and "setup failed" in done.stdout, done.stdout[-4000:]
+    assert sum(sim.stats(rid)["by_path"].get(API, 0) for rid in REGIONS) == 0
