@@ -64,8 +64,9 @@ import socket
 import ssl
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 

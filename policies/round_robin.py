@@ -76,6 +76,9 @@ class RoundRobinRanker:
 
 class RoundRobinPolicy:
     name = "round-robin"
+    # Shares follow effective_weight (drains included): the data plane must not
+    # thin a drained region's picks a second time.
+    uses_effective_weight = True
 
     def prepare(self, snapshot: RegionSnapshot, previous: object | None) -> RoundRobinRanker:
         pool = [r for r in snapshot.regions if available(r)]

@@ -198,7 +198,7 @@ class AdminAPI:
             over = parse_duration(over_raw)
         except ValueError:
             return _error(
-                400, "bad_request", f"bad duration {over_raw!r}: use a string like '60s', '2m', '500ms'",
+                400, "bad_request", f"field 'over': bad duration {over_raw!r}: use a string like '60s', '2m', '500ms'",
                 field="over",
             )
         unknown = set(data) - {"over"}

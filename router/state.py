@@ -127,7 +127,10 @@ class RegionStore:
         # Panic (Envoy's panic threshold at 0 %): when the prober holds every
         # region down, the prober itself is the likelier failure. Its verdicts
         # are ignored; breakers still protect.
-        panic = all(rt.health.healthy is False for rt in regs if rt.id not in d.disabled)
+        # Regions an operator disabled do not count, and disabling every region is
+        # an operator's decision, not a prober failure: no panic then.
+        enabled = [rt for rt in regs if rt.id not in d.disabled]
+        panic = bool(enabled) and all(rt.health.healthy is False for rt in enabled)
         if panic != self.panic:
             self.panic = panic
             self.metrics.panic.set(1 if panic else 0)
@@ -135,13 +138,17 @@ class RegionStore:
                 log.error("panic: every region looks down to the prober; ignoring its verdicts")
             else:
                 log.warning("panic over: prober verdicts are used again")
+        # A policy that schedules by effective weight (round-robin) has applied the
+        # drain already; admitting only `factor` of its picks on top would count
+        # the drain twice and spill the rest onto the next region in the rotation.
+        weighted = getattr(self._policy, "uses_effective_weight", False)
         views = []
         for rt in regs:
             drain = d.drains.get(rt.id)
             factor = 0.0 if rt.id in d.disabled else drain_factor(drain, wall)
             rt.disabled = rt.id in d.disabled
             rt.draining = drain is not None and not rt.disabled
-            rt.admit = factor
+            rt.admit = 1.0 if weighted and factor > 0 else factor
             rt.effective_weight = rt.config.weight * factor
             rt.health_excluded = rt.health.healthy is False and not panic
             state = rt.breaker.state(now)
