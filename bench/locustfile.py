@@ -21,6 +21,7 @@ round-robin   Capacity planning. At test start the router is switched to
               "Even" is 100 / the number of regions in GET /admin/state -- every
               configured region, disabled or not -- so a disabled or broken region
               (0 %) fails the run: the check is "every region takes its share".
+              (Regions with unequal configured weights expect weight / total weight.)
 geographic    Virtual users carry client addresses from countries of each region and
               send them as X-Forwarded-For (the router must list the load generator
               in [geo] trusted_proxies); a response from any other region than the
@@ -422,6 +423,14 @@ def _on_quitting(environment, **_kw) -> None:
 
 # -- the report -------------------------------------------------------------------------
 
+def _weight(region: dict) -> float:
+    try:
+        w = float(region.get("weight", 1.0))
+    except (TypeError, ValueError):
+        return 1.0
+    return w if w > 0 else 1.0
+
+
 def report(environment) -> list[str]:
     """Print the per-region table; in round-robin mode decide pass/fail (exit code)."""
     RUN.reported = True
@@ -437,12 +446,23 @@ def report(environment) -> list[str]:
     seen = [r for r in sorted(TALLY.counts) if r not in configured]
     rows = configured + seen
     tallied = sum(TALLY.counts.values())
-    even = 100.0 / len([r for r in rows if r != NO_REGION]) if any(r != NO_REGION for r in rows) else 0.0
+    # Expected share: the region's weight over all regions' weights (equal weights:
+    # an even split). Every region counts, disabled or draining ones too.
+    weights = {r["id"]: _weight(r) for r in RUN.regions}
+    for r in rows:
+        if r != NO_REGION:
+            weights.setdefault(r, 1.0)  # answered but not in /admin/state
+    weight_sum = sum(weights.values()) or 1.0
+    expected = {r: 100.0 * w / weight_sum for r, w in weights.items()}
+    equal = len(set(weights.values())) <= 1
+    even = next(iter(expected.values()), 0.0)
     max_dev = float(getattr(_options(environment), "max_deviation", 5.0) or 5.0)
     rr = RUN.mode == "round-robin"
     title = f"edge-router per-region split, --mode {RUN.mode}"
     if rr:
-        title += f": {len(configured)} regions in /admin/state, even share {even:.1f} %, allowed ±{max_dev:g} points"
+        title += (f": {len(configured)} regions in /admin/state, "
+                  + (f"even share {even:.1f} %" if equal else "shares by weight")
+                  + f", allowed ±{max_dev:g} points")
     lines.append(title)
     header = f"{'region':<20} {'requests':>9} {'share':>8}"
     if rr:
@@ -461,10 +481,11 @@ def report(environment) -> list[str]:
                 row += f" {'-':>9} {'-':>7}"
                 problems.append(f"{n} responses carried no X-Edge-Region")
             else:
-                off = share - even
-                row += f" {even:>8.1f}% {off:>+7.1f}"
+                want = expected.get(region, 0.0)
+                off = share - want
+                row += f" {want:>8.1f}% {off:>+7.1f}"
                 if abs(off) > max_dev:
-                    problems.append(f"{region} took {share:.1f} % ({off:+.1f} points off {even:.1f} %)")
+                    problems.append(f"{region} took {share:.1f} % ({off:+.1f} points off {want:.1f} %)")
                     note = (note + " " if note else "") + "FAIL"
         row += f" {percentile(hist, 0.5):>8g} {percentile(hist, 0.95):>8g}  {note}".rstrip()
         lines.append(row)
@@ -479,7 +500,8 @@ def report(environment) -> list[str]:
             lines.append("FAIL: " + "; ".join(problems))
             environment.process_exit_code = 1
         else:
-            lines.append(f"PASS: every region within {max_dev:g} points of {even:.1f} %, no failed requests")
+            lines.append(f"PASS: every region within {max_dev:g} points of "
+                         + (f"{even:.1f} %" if equal else "its weighted share") + ", no failed requests")
             environment.process_exit_code = None
     elif problems:
         lines.append("FAIL: " + "; ".join(problems))

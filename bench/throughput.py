@@ -140,6 +140,8 @@ class Pinning:
     proxy: list[str] = field(default_factory=list)  # command prefix for the proxy under test
     load: list[str] = field(default_factory=list)  # ... for the load generator and the upstream
     note: str = "not pinned"
+    proxy_cpu: int | None = None
+    load_cpu: int | None = None
 
 
 def make_pinning(enabled: bool) -> Pinning:
@@ -153,7 +155,29 @@ def make_pinning(enabled: bool) -> Pinning:
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {load_cpu})  # this script polls and checks from the load CPU
     return Pinning([taskset, "-c", str(proxy_cpu)], [taskset, "-c", str(load_cpu)],
-                   f"proxy on CPU {proxy_cpu}; load generator, upstream and this script on CPU {load_cpu}")
+                   f"proxy on CPU {proxy_cpu}; load generator, upstream and this script on CPU {load_cpu}",
+                   proxy_cpu, load_cpu)
+
+
+def cpu_times() -> dict[int, tuple[int, int]]:
+    """CPU number -> (busy, total) jiffies from /proc/stat."""
+    out = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("cpu") and line[3:4].isdigit():
+                name, *vals = line.split()
+                v = [int(x) for x in vals]
+                idle = v[3] + (v[4] if len(v) > 4 else 0)
+                out[int(name[3:])] = (sum(v[:8]) - idle, sum(v[:8]))
+    return out
+
+
+def busy_percent(before: dict, after: dict, cpu: int | None) -> float | None:
+    if cpu is None or cpu not in before or cpu not in after:
+        return None
+    busy = after[cpu][0] - before[cpu][0]
+    total = after[cpu][1] - before[cpu][1]
+    return 100.0 * busy / total if total else None
 
 
 class Processes:
@@ -427,6 +451,8 @@ class Sample:
     p99_ms: float
     requests: int
     errors: int
+    proxy_cpu: float | None = None  # busy % of the proxy's CPU during the run
+    load_cpu: float | None = None  # busy % of the load generator's CPU
 
 
 WRK_LUA = """\
@@ -598,9 +624,15 @@ def throughput(args: argparse.Namespace) -> int:
             print(check_routing(t, clients), flush=True)
 
         def load(t: Target, seconds: float) -> Sample:
+            before = cpu_times()
             if wrk:
-                return run_wrk(wrk, t.port, clients, seconds, args.connections, pin, tmp)
-            return run_python_load(t.port, clients, seconds, args.connections, pin)
+                s = run_wrk(wrk, t.port, clients, seconds, args.connections, pin, tmp)
+            else:
+                s = run_python_load(t.port, clients, seconds, args.connections, pin)
+            after = cpu_times()
+            s.proxy_cpu = busy_percent(before, after, pin.proxy_cpu)
+            s.load_cpu = busy_percent(before, after, pin.load_cpu)
+            return s
 
         print(f"load: {load_name}, {args.connections} connections, {args.duration:g}s per target per round, "
               f"{args.rounds} rounds; {pin.note}", flush=True)
@@ -613,7 +645,8 @@ def throughput(args: argparse.Namespace) -> int:
                 s = load(t, args.duration)
                 samples[t.name].append(s)
                 print(f"  round {rnd + 1} {t.name:<32} {s.rps:>10.0f} req/s  p50 {s.p50_ms:7.2f} ms  "
-                      f"p99 {s.p99_ms:7.2f} ms  errors {s.errors}", flush=True)
+                      f"p99 {s.p99_ms:7.2f} ms  errors {s.errors}  CPU busy: proxy {_pct(s.proxy_cpu)}, "
+                      f"load {_pct(s.load_cpu)}", flush=True)
         rss = {t.name: tree_kib(t.proc.pid) / 1024 for t in targets if t.proc}
         print()
         print(render_table(targets, samples, rss, proxy.name if proxy else None))
@@ -626,11 +659,21 @@ def throughput(args: argparse.Namespace) -> int:
         tmp_ctx.cleanup()
 
 
+def _median(values) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}%"
+
+
 def render_table(targets: list[Target], samples: dict[str, list[Sample]], rss: dict[str, float],
                  baseline: str | None) -> str:
     base_rps = statistics.mean(s.rps for s in samples[baseline]) if baseline else None
-    rows = ["| target | req/s (mean, min-max) | p50 ms | p99 ms | peak RSS MiB | req/s vs nginx | errors |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    rows = ["| target | req/s (mean, min-max) | p50 ms | p99 ms | peak RSS MiB | req/s vs nginx | errors "
+            "| CPU busy: proxy / load |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for t in targets:
         ss = samples[t.name]
         rps = statistics.mean(s.rps for s in ss)
@@ -638,7 +681,8 @@ def render_table(targets: list[Target], samples: dict[str, list[Sample]], rss: d
         rows.append(
             f"| {t.name} | {rps:,.0f} ({min(s.rps for s in ss):,.0f}-{max(s.rps for s in ss):,.0f}) "
             f"| {statistics.median(s.p50_ms for s in ss):.2f} | {statistics.median(s.p99_ms for s in ss):.2f} "
-            f"| {rss.get(t.name, 0):.1f} | {ratio} | {sum(s.errors for s in ss)} |")
+            f"| {rss.get(t.name, 0):.1f} | {ratio} | {sum(s.errors for s in ss)} "
+            f"| {_pct(_median(s.proxy_cpu for s in ss))} / {_pct(_median(s.load_cpu for s in ss))} |")
     return "\n".join(rows)
 
 
