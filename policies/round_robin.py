@@ -62,6 +62,8 @@ def rotations(picks: list[int], n: int) -> list[tuple[int, ...]]:
 
 
 class RoundRobinRanker:
+    # rank() moves the rotation on: a dry run (explain) must use a fresh copy.
+    advances = True
     __slots__ = ("key", "orders", "counter")
 
     def __init__(self, key: tuple, orders: list[tuple[str, ...]], counter: itertools.count):

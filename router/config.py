@@ -96,6 +96,15 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LeastLatencyConfig:
+    """[least_latency]: hysteresis, so that near-equal regions never flap."""
+
+    dwell: float = 10.0  # a challenger must win this long ...
+    relative_margin: float = 0.2  # ... by this share of the leader's latency ...
+    absolute_margin: float = 0.005  # ... and by at least this much (seconds)
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
     access_log: bool = False  # JSON line per request on stdout
@@ -132,6 +141,7 @@ class Config:
     probe: ProbeConfig = ProbeConfig()
     breaker: BreakerConfig = BreakerConfig()
     limits: LimitsConfig = LimitsConfig()
+    least_latency: LeastLatencyConfig = LeastLatencyConfig()
     log: LogConfig = LogConfig()
     residency: tuple[ResidencyRule, ...] = ()
     workers: int = 1
@@ -350,6 +360,10 @@ _LIMITS = {
     "max_attempts": _integer(1), "drain_timeout": _duration(allow_zero=True),
 }
 _LOG = {"level": _choice(LOG_LEVELS, "log level"), "access_log": _boolean}
+_LEAST_LATENCY = {
+    "dwell": _duration(allow_zero=True), "relative_margin": _number(allow_low=True),
+    "absolute_margin": _duration(allow_zero=True),
+}
 _REGION = {
     "id": _string, "api": _url, "health": _url, "provider": _string,
     "role": _choice(ROLES, "role"), "failover": _string_list, "weight": _number(),
@@ -360,6 +374,7 @@ _TOP = {
     "default_region": _string, "strategy": _choice(STRATEGIES, "strategy"),
     "workers": _integer(1), "listen": dict, "admin": dict, "geo": dict, "probe": dict,
     "breaker": dict, "limits": dict, "log": dict, "regions": list, "residency": list,
+    "least_latency": dict,
 }
 
 
@@ -445,6 +460,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         c.add("breaker.max_open_for", "must not be shorter than breaker.open_for")
     limits = c.table(top.get("limits", {}), "limits", _LIMITS)
     log = c.table(top.get("log", {}), "log", _LOG)
+    least_latency = c.table(top.get("least_latency", {}), "least_latency", _LEAST_LATENCY)
 
     raw_regions = top.get("regions", [])
     if isinstance(data, dict) and not data.get("regions"):
@@ -474,6 +490,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         probe=ProbeConfig(**probe),
         breaker=BreakerConfig(**breaker),
         limits=LimitsConfig(**limits),
+        least_latency=LeastLatencyConfig(**least_latency),
         log=LogConfig(**log),
         residency=residency,
         workers=top.get("workers", 1),

@@ -1,21 +1,23 @@
 """A dry run of the routing decision: where would this client go now, and why.
 
-Uses a freshly prepared ranker so that explaining never moves the live
-round-robin position, and never takes a half-open trial slot.
+Uses the live ranker (so least-latency's hysteresis shows), except for a
+ranker whose rank() moves on (round-robin): a fresh copy then, so that
+explaining never moves the live rotation. Never takes a half-open trial slot.
 """
 from __future__ import annotations
 
-from policies import REGISTRY
 from policies.model import RequestFacts
 
-from .state import RegionStore, skip_reason
+from .state import RegionStore, make_policy, skip_reason
 
 
 def explain_route(
     store: RegionStore, *, country: str | None, client_ip: str | None, max_in_flight: int
 ) -> dict:
     snap = store.snapshot
-    ranker = REGISTRY[store.strategy]().prepare(snap, None)
+    ranker = store.ranker
+    if getattr(ranker, "advances", False):
+        ranker = make_policy(store.strategy, store.config).prepare(snap, None)
     order = ranker.rank(RequestFacts(country, client_ip, "GET", "/"))
     allowed = store.residency.get(country) if country else None
     now = store.clock.now()

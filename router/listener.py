@@ -151,7 +151,7 @@ class ClientConnection(asyncio.Protocol):
 
     # -- parser callbacks ----------------------------------------------------------
     def on_message_begin(self) -> None:
-        self.req = Request(self.loop.time())
+        self.req = Request(self.proxy.clock.now())
         self._set_deadline("header", self.proxy.limits.header_timeout)
 
     def on_url(self, url: bytes) -> None:

@@ -8,6 +8,7 @@ proxy (JSON 502/503/504) -> log.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import random
@@ -54,6 +55,42 @@ class Proxy:
         self.active = 0
         self.shutting_down = False
         self.random = random.random
+        self._retry_waiters: collections.deque[asyncio.Future] = collections.deque()
+
+    async def acquire_retry(self) -> bool:
+        """A retry slot, within the budget. When a region dies with many requests
+        in flight, the retries queue for slots (bounded by retry_wait) instead
+        of failing: the budget caps concurrent retries, not the number answered."""
+        budget = self.budget
+        if not self._retry_waiters and budget.try_acquire_retry():
+            return True
+        waiter = self.loop.create_future()
+        self._retry_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, self.limits.connect_timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release_retry()  # granted as we were cancelled: pass it on
+            raise
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            try:
+                self._retry_waiters.remove(waiter)
+            except ValueError:
+                pass
+
+    def release_retry(self) -> None:
+        """A retry ended: its slot goes to the next waiter, else back to the budget."""
+        while self._retry_waiters:
+            w = self._retry_waiters.popleft()
+            if not w.done():
+                w.set_result(True)  # the slot passes on: active_retries unchanged
+                return
+        self.budget.retry_finished()
 
     def count_rejection(self, status: int) -> None:
         self.metrics.count_request("none", status, self.store.strategy)
@@ -73,6 +110,7 @@ class Proxy:
                 ex.send_error(502, "internal", "the router failed while handling this request")
             ex.close_after = True
         finally:
+            ex.release_retry()
             self.active -= 1
             self.budget.request_finished()
             ex.finish_log()
@@ -168,14 +206,12 @@ class Exchange:
             if not (retryable and idempotent and req.body.replayable):
                 break
             if not self.retry_held:
-                if not proxy.budget.try_acquire_retry():
+                if not await proxy.acquire_retry():
                     proxy.metrics.retry_budget_exhausted.inc()
                     break
                 self.retry_held = True
             proxy.metrics.retries.labels(failed[1]).inc()
-        if self.retry_held:
-            proxy.budget.retry_finished()
-            self.retry_held = False
+        self.release_retry()
         # 4. fail to proxy
         if failed is not None:
             self.send_error(*failed)
@@ -214,7 +250,7 @@ class Exchange:
                 return (502, exc.reason, exc.detail or exc.reason), False, True
             self.conn = conn
             ep = rt.pool.endpoint
-            t_sent = proxy.loop.time()
+            t_sent = clock.now()
             conn.begin(
                 b"%s %s%s HTTP/1.1\r\nHost: %s\r\n%s"
                 % (req.method.encode(), ep.base_path.encode(), self.target(), ep.host_header, common),
@@ -232,7 +268,7 @@ class Exchange:
                 if exc.timed_out:
                     return (504, "upstream_timeout", f"{rt.id}: {exc.detail}"), True, True
                 return (502, "upstream_failed", f"{rt.id}: {exc.detail or exc.reason}"), True, True
-            self.upstream_time = proxy.loop.time() - t_sent
+            self.upstream_time = clock.now() - t_sent
             rt.metrics.upstream_latency.observe(self.upstream_time)
             proxy.store.record_latency(rt, self.upstream_time)
             status = head.status
@@ -274,14 +310,16 @@ class Exchange:
     def may_retry_after(self, status: int) -> bool:
         """Worth answering 5xx with another region rather than relaying it?"""
         req = self.req
-        if req.method not in IDEMPOTENT or not req.body.replayable:
-            return False
-        if self.attempts >= self.proxy.limits.max_attempts:
-            return False
+        return (
+            req.method in IDEMPOTENT
+            and req.body.replayable
+            and self.attempts < self.proxy.limits.max_attempts
+        )
+
+    def release_retry(self) -> None:
         if self.retry_held:
-            return True
-        budget = self.proxy.budget
-        return budget.active_retries < max(budget.min_retries, budget.ratio * budget.active_requests)
+            self.retry_held = False
+            self.proxy.release_retry()
 
     # -- building heads ------------------------------------------------------------------
     def target(self) -> bytes:
@@ -447,7 +485,7 @@ class Exchange:
         status = self.status or 499
         region = self.region if self.head_sent and self.rt is not None and self.status else "none"
         proxy.metrics.count_request(region, status, proxy.store.strategy)
-        duration = proxy.loop.time() - self.req.started
+        duration = proxy.clock.now() - self.req.started
         if self.rt is not None:
             self.rt.metrics.request_duration.observe(duration)
         if proxy.access_log is not None:

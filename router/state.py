@@ -73,6 +73,16 @@ def skip_reason(rt: RegionRuntime, draw: float, now: float, max_in_flight: int, 
     return ""
 
 
+def make_policy(name: str, config: Config) -> Policy:
+    """A strategy from the registry, with its tuning from the config."""
+    if name == "least-latency":
+        ll = config.least_latency
+        return REGISTRY[name](
+            relative_margin=ll.relative_margin, absolute_margin_ms=ll.absolute_margin * 1000.0, dwell=ll.dwell
+        )
+    return REGISTRY[name]()
+
+
 class RegionStore:
     def __init__(
         self,
@@ -116,7 +126,7 @@ class RegionStore:
         now = self.clock.now()
         d: Decisions = self.decisions.current()
         if d.strategy != self.strategy or self._policy is None:
-            self._policy = REGISTRY[d.strategy]()
+            self._policy = make_policy(d.strategy, self.config)
             previous = None
             self.strategy = d.strategy
             self.metrics.set_strategy(d.strategy)

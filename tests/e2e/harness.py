@@ -160,7 +160,7 @@ def make_config(
     ports: dict[str, int], *, strategy: str = "geographic", geo_db: str | None = None,
     scheme: str = "http", probe: dict | None = None, breaker: dict | None = None,
     limits: dict | None = None, residency: list[dict] | None = None, region_extra: dict | None = None,
-    log: dict | None = None, host: str = "127.0.0.1",
+    log: dict | None = None, host: str = "127.0.0.1", least_latency: dict | None = None,
 ) -> str:
     geo_db = geo_db or str(GEO_DIR / "GeoLite2-Country-Test.mmdb")
     probe = {"interval": "1s", "timeout": "500ms", "fall": 2, "rise": 2, "latency_interval": "1s",
@@ -185,6 +185,9 @@ def make_config(
     if log:
         lines.append("[log]")
         lines += [f"{k} = {toml_str(v)}" for k, v in log.items()]
+    if least_latency:
+        lines.append("[least_latency]")
+        lines += [f"{k} = {toml_str(v)}" for k, v in least_latency.items()]
     for rid, port in ports.items():
         extra = (region_extra or {}).get(rid, {})
         lines += [

@@ -152,7 +152,8 @@ def test_round_robin_follows_weights(sim, router_factory):
 
 
 def test_least_latency_follows_a_region_that_slows_down(sim, router_factory):
-    rp = router_factory(make_config(sim.ports, strategy="least-latency"))
+    # A 2 s dwell (the default is 10 s) keeps the test short; hysteresis still applies.
+    rp = router_factory(make_config(sim.ports, strategy="least-latency", least_latency={"dwell": "2s"}))
 
     def lat(rid):
         return rp.region_state(rid)["latency_ms"]

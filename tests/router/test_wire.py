@@ -8,6 +8,7 @@ import pytest
 
 from router.body import PENDING_HIGH, RequestBody
 from router.client_ip import TrustedProxies, client_address, parse_ip
+from router.clock import FakeClock
 from router.config import LimitsConfig
 from router.http1 import encode_chunk, error_response, status_class, valid_header_name, valid_header_value
 from router.listener import ClientConnection
@@ -49,6 +50,7 @@ class FakeProxy:
 
     def __init__(self, loop, **limits):
         self.loop = loop
+        self.clock = FakeClock()
         self.limits = LimitsConfig(**limits)
         self.connections = set()
         self.handled = []
