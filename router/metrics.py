@@ -1,19 +1,25 @@
 """Prometheus metrics, named as SPEC fixes them.
 
-Label children are bound once per (region, code class, strategy) and cached,
-so the per-request cost is a dict lookup and an increment.
+What every request touches (request counts, the two latency histograms,
+in-flight gauges) is kept in plain Python numbers, lock-free (one event
+loop thread writes them), and turned into metric families only when
+Prometheus scrapes. Rare events (failovers, retries, refusals) and gauges
+set on publication use prometheus_client directly.
 """
 from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Callable, Iterable
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .http1 import status_class
@@ -28,25 +34,73 @@ BREAKER_VALUES = {"closed": 0, "half-open": 1, "open": 2}
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+class LocalHistogram:
+    """Bucket counts and a sum; observe() is a bisect and two additions."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)  # last one: +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS, value)] += 1
+        self.sum += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out, acc = [], 0
+        for bound, n in zip((*map(str, LATENCY_BUCKETS), "+Inf"), self.counts):
+            acc += n
+            out.append((bound, acc))
+        return out
+
+
+class HotPathCollector:
+    """Exports the hot-path numbers at scrape time."""
+
+    def __init__(self, metrics: "Metrics") -> None:
+        self.m = metrics
+
+    def describe(self) -> Iterable:
+        return []  # families are built at collect time; nothing to pre-register
+
+    def collect(self) -> Iterable:
+        m = self.m
+        req = CounterMetricFamily(
+            "edge_router_requests", "Requests answered, by region that answered, status class and strategy.",
+            labels=["region", "code", "strategy"],
+        )
+        for (region, cls, strategy), n in sorted(m.request_counts.items()):
+            req.add_metric([region, status_class(cls * 100), strategy], n)
+        yield req
+        for name, doc, attr in (
+            ("edge_router_upstream_latency_seconds",
+             "Time from sending a request to a region until its response head arrived.", "upstream_latency"),
+            ("edge_router_request_duration_seconds",
+             "Whole request time at the router, first byte in to last byte out.", "request_duration"),
+        ):
+            fam = HistogramMetricFamily(name, doc, labels=["region"])
+            for region, rm in m.region_metrics.items():
+                h = getattr(rm, attr)
+                fam.add_metric([region], h.buckets(), h.sum)
+            yield fam
+        fam = GaugeMetricFamily("edge_router_requests_in_flight", "Requests being forwarded to a region.",
+                                labels=["region"])
+        for region, n in m.in_flight().items():
+            fam.add_metric([region], n)
+        yield fam
+
+
 class Metrics:
     def __init__(self, regions: tuple[str, ...]) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
-        self.requests = Counter(
-            "edge_router_requests", "Requests answered, by region that answered, status class and strategy.",
-            ["region", "code", "strategy"], registry=r,
-        )
-        self.upstream_latency = Histogram(
-            "edge_router_upstream_latency_seconds",
-            "Time from sending a request to a region until its response head arrived.",
-            ["region"], buckets=LATENCY_BUCKETS, registry=r,
-        )
-        self.request_duration = Histogram(
-            "edge_router_request_duration_seconds",
-            "Whole request time at the router, first byte in to last byte out.",
-            ["region"], buckets=LATENCY_BUCKETS, registry=r,
-        )
+        self.request_counts: dict[tuple[str, int, str], int] = {}
+        self.region_metrics: dict[str, RegionMetrics] = {}
+        # region -> requests in flight; the region store points this at its live counts
+        self.in_flight: Callable[[], dict[str, int]] = lambda: {rid: 0 for rid in self.regions}
+        r.register(HotPathCollector(self))
         self.region_healthy = Gauge(
             "edge_router_region_healthy", "Prober verdict: 1 healthy, 0 unhealthy.", ["region"], registry=r,
         )
@@ -62,9 +116,6 @@ class Metrics:
         )
         self.strategy_info = Gauge(
             "edge_router_strategy_info", "The routing strategy in force (1).", ["strategy"], registry=r,
-        )
-        self.in_flight = Gauge(
-            "edge_router_requests_in_flight", "Requests being forwarded to a region.", ["region"], registry=r,
         )
         self.residency_refusals = Counter(
             "edge_router_residency_refusals", "Requests refused because no allowed region was available.",
@@ -84,22 +135,21 @@ class Metrics:
         self.retry_budget_exhausted = Counter(
             "edge_router_retry_budget_exhausted", "Retries refused because the retry budget was spent.", registry=r,
         )
-        self._req_children: dict[tuple[str, int, str], object] = {}
         self._strategy = ""
         self.regions = regions
         for rid in regions:
             self.region_bound(rid)
 
     def region_bound(self, region: str) -> "RegionMetrics":
-        return RegionMetrics(self, region)
+        rm = self.region_metrics.get(region)
+        if rm is None:
+            rm = self.region_metrics[region] = RegionMetrics(self, region)
+        return rm
 
     def count_request(self, region: str, status: int, strategy: str) -> None:
         key = (region, status // 100, strategy)
-        child = self._req_children.get(key)
-        if child is None:
-            child = self.requests.labels(region, status_class(status), strategy)
-            self._req_children[key] = child
-        child.inc()
+        counts = self.request_counts
+        counts[key] = counts.get(key, 0) + 1
 
     def set_strategy(self, name: str) -> None:
         if self._strategy:
@@ -114,12 +164,11 @@ class Metrics:
 class RegionMetrics:
     """The label children of one region, bound once."""
 
-    __slots__ = ("upstream_latency", "request_duration", "healthy", "probe_latency", "circuit", "in_flight")
+    __slots__ = ("upstream_latency", "request_duration", "healthy", "probe_latency", "circuit")
 
     def __init__(self, m: Metrics, region: str) -> None:
-        self.upstream_latency = m.upstream_latency.labels(region)
-        self.request_duration = m.request_duration.labels(region)
+        self.upstream_latency = LocalHistogram()
+        self.request_duration = LocalHistogram()
         self.healthy = m.region_healthy.labels(region)
         self.probe_latency = m.probe_latency.labels(region)
         self.circuit = m.circuit_state.labels(region)
-        self.in_flight = m.in_flight.labels(region)

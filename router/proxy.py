@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import os
 import random
@@ -48,6 +49,11 @@ class Proxy:
         from .client_ip import TrustedProxies
 
         self.trusted = TrustedProxies(config.geo.trusted_proxies)
+        # The same clients come back (and behind a load balancer, the same
+        # peers): parsing their addresses once is enough.
+        self.client_of = functools.lru_cache(maxsize=65536)(
+            functools.partial(client_address, trusted=self.trusted)
+        )
         self.budget = RetryBudget.from_limits(config.limits)
         self.max_in_flight = config.breaker.max_in_flight
         self.scheme = b"https" if config.listen.tls_cert else b"http"
@@ -157,7 +163,7 @@ class Exchange:
         store = proxy.store
         req = self.req
         # 1. identify the client
-        self.client_ip = ip = client_address(self.client.peer, req.xff, proxy.trusted)
+        self.client_ip = ip = proxy.client_of(self.client.peer, req.xff)
         country = self.country = proxy.geo.lookup(ip) if proxy.geo is not None else None
         allowed = store.residency.get(country) if country else None
         # 2. rank; residency narrows the candidates under every strategy
@@ -237,7 +243,6 @@ class Exchange:
         self.rt = rt
         self.region = rt.id
         rt.in_flight += 1
-        rt.metrics.in_flight.inc()
         conn = None
         try:
             try:
@@ -302,7 +307,6 @@ class Exchange:
             raise
         finally:
             rt.in_flight -= 1
-            rt.metrics.in_flight.dec()
             if self.conn is not None:  # cancelled mid-exchange
                 self.conn.close()
                 self.conn = None

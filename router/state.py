@@ -106,6 +106,7 @@ class RegionStore:
                 metrics.region_bound(rc.id),
             )
             self.regions[rc.id] = rt
+        metrics.in_flight = lambda: {rid: rt.in_flight for rid, rt in self.regions.items()}
         self.country_home = dict(config.country_home)
         self.residency: dict[str, frozenset[str]] = {}
         for rule in config.residency:

@@ -176,8 +176,7 @@ class UpstreamConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._head is None:
             return  # end of an interim response
-        self._complete = True
-        self._cancel_timer()
+        self._complete = True  # the read timer stays armed: it ignores idle connections
         if self._relaying:
             self._sink.upstream_complete()
 
