@@ -42,7 +42,8 @@ Control server (JSON):
 CLI:
 
     python -m bench.regions --region us-east-1:8101:20ms --region eu-west-1:8102:80ms \\
-        --control 8100 [--host 127.0.0.1] [--tls-cert F --tls-key F] [--ready-file PATH]
+        --control 8100 [--host 127.0.0.1] [--tls-cert F --tls-key F [--tls-client-ca F]]
+        [--ready-file PATH]
 
 prints {"control": port, "regions": {id: port}} as one JSON line once listening
 (port 0 picks a free one) and stops cleanly on SIGINT/SIGTERM.
@@ -618,6 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--tls-cert", metavar="FILE", help="serve the regions over HTTPS")
     parser.add_argument("--tls-key", metavar="FILE", help="private key for --tls-cert")
+    parser.add_argument("--tls-client-ca", metavar="FILE",
+                        help="require client certificates signed by this CA (mutual TLS)")
     parser.add_argument("--ready-file", metavar="PATH",
                         help="also write the ready JSON line to this file")
     parser.add_argument("--log-level", default="WARNING")
@@ -631,6 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.tls_cert:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.tls_client_ca:
+            ssl_context.verify_mode = ssl.CERT_REQUIRED
+            ssl_context.load_verify_locations(args.tls_client_ca)
     return asyncio.run(_serve(args, ssl_context))
 
 

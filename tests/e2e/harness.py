@@ -104,13 +104,16 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int:
     return proc.returncode
 
 
-def start_sim(latencies: dict[str, float] | None = None, tls: tuple[str, str] | None = None) -> SimProcess:
+def start_sim(latencies: dict[str, float] | None = None, tls: tuple[str, str] | None = None,
+              client_ca: str | None = None) -> SimProcess:
     latencies = latencies or {r: 0.0 for r in REGIONS}
     args = [sys.executable, "-m", "bench.regions", "--control", "0"]
     for rid, lat in latencies.items():
         args += ["--region", f"{rid}:0:{int(lat * 1000)}ms"]
     if tls:
         args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+    if client_ca:
+        args += ["--tls-client-ca", client_ca]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = _read_line(proc, 15.0)
     info = json.loads(line)

@@ -342,6 +342,12 @@ def tls_material(tmp_path_factory):
     cert.private_key_and_cert_chain_pem.write_to_path(str(d / "server.pem"))
     other = trustme.CA()
     other.cert_pem.write_to_path(str(d / "wrong-ca.pem"))
+    # a client certificate for mutual TLS to the regions
+    client_ca = trustme.CA()
+    client_ca.cert_pem.write_to_path(str(d / "client-ca.pem"))
+    client = client_ca.issue_cert("edge-router.example")
+    client.cert_chain_pems[0].write_to_path(str(d / "client.crt"))
+    client.private_key_pem.write_to_path(str(d / "client.key"))
     return d
 
 
@@ -369,6 +375,31 @@ def test_https_regions_verify_certificates(tls_material):
             assert "certificate" in resp.json()["detail"]
             for rid in s2.ports:
                 assert s2.stats(rid)["by_path"].get("/api/v1/echo", 0) == 0
+        finally:
+            r.stop()
+    finally:
+        s2.stop()
+
+
+def test_mutual_tls_to_regions(tls_material):
+    d = tls_material
+    s2 = start_sim({"us-east-1": 0.0}, tls=(str(d / "server.pem"), str(d / "server.pem")),
+                   client_ca=str(d / "client-ca.pem"))
+    try:
+        extra = {"tls_ca": str(d / "ca.pem"), "tls_cert": str(d / "client.crt"), "tls_key": str(d / "client.key")}
+        r = start_router(make_config(s2.ports, scheme="https", host="localhost", region_extra={"us-east-1": extra}))
+        try:
+            resp = r.get("/api/v1/echo")
+            assert resp.status == 200 and resp.region == "us-east-1"
+        finally:
+            r.stop()
+        # without the client certificate the region refuses the handshake
+        no_cert = {"tls_ca": str(d / "ca.pem")}
+        r = start_router(make_config(s2.ports, scheme="https", host="localhost", region_extra={"us-east-1": no_cert}),
+                         wait_healthy=False)
+        try:
+            resp = r.get("/api/v1/echo")
+            assert resp.status in (502, 503), (resp.status, resp.body)
         finally:
             r.stop()
     finally:
