@@ -181,7 +181,8 @@ class AdminAPI:
         self._audit(request, who, "set_strategy", {"strategy": name, "previous": before})
         return _json({"strategy": name, "previous": before})
 
-    async def drain(self, request: web.Request) -> web.Response:
+    async def _region_mutation(self, request: web.Request) -> web.Response | tuple[str, str, dict]:
+        """Authorized, known region, JSON body: (who, region, body) or the 4xx answer."""
         denied, who = self._authorize(request)
         if denied:
             return denied
@@ -191,6 +192,13 @@ class AdminAPI:
         data = await self._body(request, ())
         if isinstance(data, web.Response):
             return data
+        return who, rid, data
+
+    async def drain(self, request: web.Request) -> web.Response:
+        prepared = await self._region_mutation(request)
+        if isinstance(prepared, web.Response):
+            return prepared
+        who, rid, data = prepared
         over_raw = data.get("over", "60s")
         try:
             if not isinstance(over_raw, str):
@@ -215,15 +223,10 @@ class AdminAPI:
         return await self._toggle(request, "enable")
 
     async def _toggle(self, request: web.Request, action: str) -> web.Response:
-        denied, who = self._authorize(request)
-        if denied:
-            return denied
-        rid, missing = self._region(request)
-        if missing:
-            return missing
-        data = await self._body(request, ())
-        if isinstance(data, web.Response):
-            return data
+        prepared = await self._region_mutation(request)
+        if isinstance(prepared, web.Response):
+            return prepared
+        who, rid, data = prepared
         if data:
             field = sorted(data)[0]
             return _error(400, "bad_request", f"unknown field '{field}' ({action} takes no body)", field=field)

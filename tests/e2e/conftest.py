@@ -3,3 +3,34 @@ from pathlib import Path
 
 # The e2e tests share tests/e2e/harness.py (importlib import mode: no packages).
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+import pytest  # noqa: E402
+
+from harness import start_router  # noqa: E402
+
+
+@pytest.fixture
+def clean_sim(sim):
+    """The module's simulator with every fault cleared and stats reset, before and after."""
+    for rid in sim.ports:
+        sim.reset(rid)
+    sim.reset_stats()
+    yield sim
+    for rid in sim.ports:
+        sim.reset(rid)
+
+
+@pytest.fixture
+def router_factory():
+    """Start routers at will; each is stopped when the test ends."""
+    started = []
+
+    def start(*args, **kw):
+        rp = start_router(*args, **kw)
+        started.append(rp)
+        return rp
+
+    yield start
+    for rp in started:
+        rp.stop()

@@ -90,27 +90,8 @@ def sim():
 
 
 @pytest.fixture(autouse=True)
-def clean_sim(sim):
-    for rid in REGIONS:
-        sim.reset(rid)
-    sim.reset_stats()
-    yield
-    for rid in REGIONS:
-        sim.reset(rid)
-
-
-@pytest.fixture
-def router_factory():
-    started = []
-
-    def start(*args, **kw):
-        rp = start_router(*args, **kw)
-        started.append(rp)
-        return rp
-
-    yield start
-    for rp in started:
-        rp.stop()
+def _clean(clean_sim):
+    """Every test starts and ends with the module's regions fault-free."""
 
 
 def metric_value(rp, name: str, **labels) -> float | None:
