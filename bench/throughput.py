@@ -372,6 +372,16 @@ def start_router(procs: Processes, tmp: Path, upstream: Upstream, geo_db: str,
     return Target("edge-router", listen, proc, "x-edge-region")
 
 
+def start_floor(procs: Processes, upstream: Upstream, pin: Pinning) -> Target:
+    """bench/floor.py: a bare asyncio + httptools forwarder, the cost floor of Python."""
+    port = free_port()
+    proc = procs.start("floor", [*pin.proxy, sys.executable, "-m", "bench.floor", str(port),
+                                 str(upstream.ports["us-east-1"])],
+                       cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: port_open(port), 15, "the floor forwarder to listen")
+    return Target("python floor (bench/floor.py)", port, proc, None)
+
+
 def start_nginx_proxy(procs: Processes, tmp: Path, upstream: Upstream, geo_db: str,
                       countries: dict[str, tuple[str, ...]], pin: Pinning) -> Target | None:
     nginx = nginx_binary()
@@ -611,6 +621,8 @@ def throughput(args: argparse.Namespace) -> int:
         direct = Target(f"direct to upstream ({upstream.kind})", upstream.ports["us-east-1"], upstream.proc, None)
         router = start_router(procs, tmp, upstream, geo_db, countries, pin)
         targets = [direct, router]
+        if args.floor:
+            targets.append(start_floor(procs, upstream, pin))
         notes = []
         proxy = None
         if args.nginx:
@@ -621,7 +633,8 @@ def throughput(args: argparse.Namespace) -> int:
             else:
                 targets.append(proxy)
         for t in targets[1:]:
-            print(check_routing(t, clients), flush=True)
+            if t.region_header:  # the floor routes nothing: nothing to check
+                print(check_routing(t, clients), flush=True)
 
         def load(t: Target, seconds: float) -> Sample:
             before = cpu_times()
@@ -819,6 +832,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
                    help="load generator: wrk when installed (auto), or the built-in Python one")
     p.add_argument("--no-nginx", dest="nginx", action="store_false", help="skip the nginx+geoip2 row")
+    p.add_argument("--no-floor", dest="floor", action="store_false",
+                   help="skip the 'python floor' row (bench/floor.py, a bare forwarder with no features)")
     p.add_argument("--simulator-upstream", action="store_true",
                    help="use the region simulator as upstream even when nginx is installed")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs with taskset")
