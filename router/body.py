@@ -75,12 +75,16 @@ class RequestBody:
         if self.sink is not None and self.flushed == len(self.chunks) and self.chunked:
             self.sink.write(LAST_CHUNK)
 
-    def attach(self, sink: BodyWriter) -> None:
-        """Start sending to a region: everything held or pending, then live."""
+    def attach(self, sink: BodyWriter, prefix: bytes = b"") -> None:
+        """Start sending to a region: `prefix` (the request head), everything
+        held or pending, then live. What is here already leaves in one write."""
         self.sink = sink
         chunked = self.chunked
-        for c in self.chunks:
-            sink.write(encode_chunk(c) if chunked else c)
+        parts = [prefix] if prefix else []
+        if chunked:
+            parts.extend(encode_chunk(c) for c in self.chunks)
+        else:
+            parts.extend(self.chunks)
         if self.held:
             self.flushed = len(self.chunks)
         else:
@@ -89,7 +93,9 @@ class RequestBody:
         was_pending = self.pending
         self.pending = 0
         if self.done and chunked:
-            sink.write(LAST_CHUNK)
+            parts.append(LAST_CHUNK)
+        if parts:
+            sink.write(parts[0] if len(parts) == 1 else b"".join(parts))
         if was_pending > PENDING_HIGH:
             self.source.resume_reading()
 

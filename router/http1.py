@@ -5,7 +5,6 @@ Pure bytes in, bytes out; no sockets here. The parser itself is llhttp
 """
 from __future__ import annotations
 
-import re
 from http import HTTPStatus
 
 import orjson
@@ -22,20 +21,6 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     )
 )
-
-# token = 1*tchar (RFC 9110 5.6.2)
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-# field-value: visible chars, spaces, tabs and obs-text; no CR, LF or NUL.
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-def valid_header_name(name: bytes) -> bool:
-    return _TOKEN.match(name) is not None
-
-
-def valid_header_value(value: bytes) -> bool:
-    return _BAD_VALUE.search(value) is None
-
 
 def _status_line(code: int) -> bytes:
     try:

@@ -18,14 +18,23 @@ from .http1 import (
     HOP_BY_HOP,
     connection_tokens,
     error_response,
-    valid_header_name,
-    valid_header_value,
 )
 
 if TYPE_CHECKING:
     from .proxy import Exchange, Proxy
 
 log = logging.getLogger("edge_router.listener")
+
+
+# Request headers the listener handles itself rather than forwarding as they are.
+_HOST, _XFF, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _XFPROTO, _REQUEST_ID, _UPGRADE, _DROP = range(10)
+_SPECIAL = {
+    b"host": _HOST, b"x-forwarded-for": _XFF, b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING, b"connection": _CONNECTION, b"expect": _EXPECT,
+    b"x-forwarded-proto": _XFPROTO, b"x-request-id": _REQUEST_ID, b"upgrade": _UPGRADE,
+    b"x-forwarded-host": _DROP,
+    **{h: _DROP for h in HOP_BY_HOP if h not in (b"connection", b"transfer-encoding", b"upgrade")},
+}
 
 
 class Rejected(Exception):
@@ -69,8 +78,8 @@ class Request:
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "proxy", "loop", "transport", "parser", "peer", "tls", "req", "queue", "exchange",
-        "task", "closed", "_reading_paused", "_write_paused", "_timer", "_deadline",
-        "_deadline_kind", "_reject",
+        "closed", "_reading_paused", "_write_paused", "_timer", "_deadline",
+        "_deadline_kind", "_reject", "_max_head",
     )
 
     def __init__(self, proxy: "Proxy", tls: bool = False) -> None:
@@ -83,7 +92,6 @@ class ClientConnection(asyncio.Protocol):
         self.req: Request | None = None  # the request being parsed
         self.queue: collections.deque[Request] = collections.deque()  # parsed, waiting
         self.exchange: "Exchange | None" = None  # the request being answered
-        self.task: asyncio.Task | None = None
         self.closed = False
         self._reading_paused = False
         self._write_paused = False
@@ -91,6 +99,7 @@ class ClientConnection(asyncio.Protocol):
         self._deadline = 0.0
         self._deadline_kind = ""
         self._reject: Rejected | None = None
+        self._max_head = proxy.limits.max_header_bytes
 
     # -- asyncio.Protocol ------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -117,11 +126,9 @@ class ClientConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            # Upgrade is hop-by-hop and not forwarded: the request goes on as a
-            # plain one, and the connection closes after its answer.
-            if self.req is not None:
-                self.req.keep_alive = False
-                self.req.upgrade = True
+            # Upgrade is hop-by-hop and not forwarded: the request went on as a
+            # plain one (req.upgrade), and the connection closes after its
+            # answer; the bytes of the would-be protocol are not read.
             self.pause_reading()
         except httptools.HttpParserCallbackError as exc:
             rej = self._reject or _as_rejection(exc.__context__)
@@ -158,30 +165,29 @@ class ClientConnection(asyncio.Protocol):
         req = self.req
         req.url += url
         req.head_size += len(url)
-        if req.head_size > self.proxy.limits.max_header_bytes:
+        if req.head_size > self._max_head:
             self._reject = Rejected(414, "uri_too_long", "request target exceeds the header size limit")
             raise self._reject
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # llhttp has already refused names that are not tokens and values with
+        # control characters (RFC 9110 5.1, 5.5): only our own rules remain.
         req = self.req
         req.head_size += len(name) + len(value) + 4
-        if req.head_size > self.proxy.limits.max_header_bytes:
-            self._reject = Rejected(
-                431, "headers_too_large",
-                f"request head exceeds {self.proxy.limits.max_header_bytes} bytes",
-            )
+        if req.head_size > self._max_head:
+            self._reject = Rejected(431, "headers_too_large", f"request head exceeds {self._max_head} bytes")
             raise self._reject
-        if not valid_header_name(name) or not valid_header_value(value):
-            self._reject = Rejected(400, "bad_header", f"invalid header {name[:64]!r}")
-            raise self._reject
-        lname = name.lower()
-        if lname == b"host":
+        kind = _SPECIAL.get(name.lower())
+        if kind is None:
+            req.headers.append((name, value))
+        elif kind == _HOST:
             if req.host is not None:
                 self._reject = Rejected(400, "bad_header", "more than one Host header")
                 raise self._reject
-            req.host = value
-            return  # the region gets its own Host; ours goes in X-Forwarded-Host
-        elif lname == b"content-length":
+            req.host = value  # the region gets its own Host; this one goes in X-Forwarded-Host
+        elif kind == _XFF:
+            req.xff = value if req.xff is None else req.xff + b", " + value
+        elif kind == _CONTENT_LENGTH:
             if not value.isdigit():
                 self._reject = Rejected(400, "bad_header", "invalid Content-Length")
                 raise self._reject
@@ -189,37 +195,30 @@ class ClientConnection(asyncio.Protocol):
             if req.content_length is not None and req.content_length != n:
                 self._reject = Rejected(400, "bad_header", "conflicting Content-Length headers")
                 raise self._reject
-            req.content_length = n
-            return  # re-added by the proxy from the parsed value
-        elif lname == b"transfer-encoding":
+            req.content_length = n  # re-added by the proxy from the parsed value
+        elif kind == _TRANSFER_ENCODING:
             req.chunked = True
-            return
-        elif lname == b"connection":
+        elif kind == _CONNECTION:
             req.conn_tokens = connection_tokens(value) | (req.conn_tokens or set())
-            return
-        elif lname == b"expect":
+        elif kind == _EXPECT:
             if value.strip().lower() == b"100-continue":
                 req.expect = True
-                return
-        elif lname == b"x-forwarded-for":
-            req.xff = value if req.xff is None else req.xff + b", " + value
-            return
-        elif lname == b"x-forwarded-proto":
+            else:
+                req.headers.append((name, value))
+        elif kind == _XFPROTO:
             req.xfproto = value
-            return
-        elif lname == b"x-request-id":
+        elif kind == _REQUEST_ID:
             req.request_id = value
-            return
-        elif lname in HOP_BY_HOP or lname == b"x-forwarded-host":
-            return  # not forwarded as such; the router sets its own
-        req.headers.append((name, value))
+        elif kind == _UPGRADE:
+            req.upgrade = True
+        # _DROP: hop-by-hop, or X-Forwarded-Host (the router sets its own)
 
     def on_headers_complete(self) -> None:
         req = self.req
         p = self.parser
         req.method = p.get_method().decode("ascii")
         req.version = p.get_http_version()
-        req.keep_alive = p.should_keep_alive()
+        req.keep_alive = p.should_keep_alive() and not req.upgrade
         if req.chunked and req.content_length is not None:
             # Request smuggling (RFC 9112 6.1): refuse, never guess.
             self._reject = Rejected(400, "bad_request", "both Content-Length and Transfer-Encoding")
@@ -242,11 +241,8 @@ class ClientConnection(asyncio.Protocol):
             # We will read the body, so say so now; the region is not asked
             # (Expect is handled hop by hop).
             self.transport.write(CONTINUE_100)
-        if self.exchange is None:
-            self._start(req)
-        else:
-            self.queue.append(req)  # pipelined: answered in order
-            self.pause_reading()
+        if not req.body.empty:
+            self._dispatch(req)  # the body streams to the region as it comes
 
     def on_body(self, data: bytes) -> None:
         body = self.req.body
@@ -262,22 +258,36 @@ class ClientConnection(asyncio.Protocol):
         req.complete = True
         req.body.finish()
         self.req = None
+        if req.body.empty:
+            self._dispatch(req)  # whole: it can be answered at once, even by the router
+
+    def _dispatch(self, req: Request) -> None:
+        if self.exchange is None and not self.queue:
+            self._start(req)
+        else:
+            self.queue.append(req)  # pipelined: answered in order
+            self.pause_reading()
 
     # -- request scheduling -------------------------------------------------------
     def _start(self, req: Request) -> None:
-        self.task = self.loop.create_task(self.proxy.handle(self, req))
+        self.proxy.handle(self, req)
+
+    def _start_queued(self) -> None:
+        if self.closed or self.exchange is not None or not self.queue:
+            return
+        self._start(self.queue.popleft())
+        if not self.queue:
+            self.resume_reading()
 
     def request_done(self, req: Request, close: bool) -> None:
         """Called by the proxy when a response has been written completely."""
         self.exchange = None
-        self.task = None
         if close or not req.keep_alive or not req.complete or self.closed:
             self.close()
             return
         if self.queue:
-            self._start(self.queue.popleft())
-            if not self.queue:
-                self.resume_reading()
+            # Not from inside the callback that finished the last one.
+            self.loop.call_soon(self._start_queued)
         else:
             self.resume_reading()
             self._set_deadline("idle", self.proxy.limits.idle_timeout)

@@ -98,11 +98,12 @@ class UpstreamPool:
     def idle_connections(self) -> int:
         return len(self._idle)
 
-    async def acquire(self) -> UpstreamConnection:
-        if self._closed:
-            raise NotSent("closed", "router is shutting down")
-        now = self._loop.time()
+    def take_idle(self) -> UpstreamConnection | None:
+        """A live idle connection, at once, or None (then `acquire` waits or opens)."""
         idle = self._idle
+        if not idle:
+            return None
+        now = self._loop.time()
         while idle:
             conn = idle.pop()  # LIFO: the warmest connection, the coldest time out
             if conn.closed or conn.transport.is_closing():
@@ -110,6 +111,14 @@ class UpstreamPool:
             if now - conn.idle_since > self._idle_timeout:
                 conn.close()
                 continue
+            return conn
+        return None
+
+    async def acquire(self) -> UpstreamConnection:
+        if self._closed:
+            raise NotSent("closed", "router is shutting down")
+        conn = self.take_idle()
+        if conn is not None:
             return conn
         if self._open < self._size:
             return await self._connect()

@@ -30,8 +30,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge_router.proxy")
 
+# Request ids must be unique, not secret: a PRNG seeded from the OS once is
+# enough, and spares a getrandom() system call per request.
+_request_ids = random.Random(os.urandom(32))
+
 _REQUEST_ID_OK = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-_SKIP_FROM_REGION = frozenset((b"x-edge-region", b"x-request-id"))
 
 
 class Proxy:
@@ -101,35 +104,24 @@ class Proxy:
     def count_rejection(self, status: int) -> None:
         self.metrics.count_request("none", status, self.store.strategy)
 
-    async def handle(self, client: "ClientConnection", req: "Request") -> None:
+    def handle(self, client: "ClientConnection", req: "Request") -> "Exchange":
         ex = Exchange(self, client, req)
         client.exchange = ex
         self.active += 1
         self.budget.request_started()
-        try:
-            await ex.run()
-        except asyncio.CancelledError:
-            ex.close_after = True
-        except Exception:  # a bug must cost one request, not the process
-            log.exception("internal error while proxying %s %r", req.method, req.url[:200])
-            if not ex.head_sent:
-                ex.send_error(502, "internal", "the router failed while handling this request")
-            ex.close_after = True
-        finally:
-            ex.release_retry()
-            self.active -= 1
-            self.budget.request_finished()
-            ex.finish_log()
-            client.request_done(req, ex.close_after or self.shutting_down)
+        ex.start()
+        return ex
 
 
 class Exchange:
     """One request from the client's head to the last byte of the answer."""
 
     __slots__ = (
-        "proxy", "client", "req", "conn", "rt", "done", "out_chunked", "head_sent",
+        "proxy", "client", "req", "conn", "rt", "out_chunked", "head_sent",
         "close_after", "status", "region", "request_id", "country", "client_ip",
         "attempts", "upstream_time", "rejected", "retry_held", "skipped",
+        "order", "pos", "allowed", "common", "draw", "first_reason", "failed",
+        "t_sent", "task", "finished", "in_attempt", "out",
     )
 
     def __init__(self, proxy: Proxy, client: "ClientConnection", req: "Request") -> None:
@@ -138,7 +130,6 @@ class Exchange:
         self.req = req
         self.conn: "UpstreamConnection | None" = None
         self.rt: "RegionRuntime | None" = None
-        self.done: asyncio.Future | None = None
         self.out_chunked = False
         self.head_sent = False
         self.close_after = False
@@ -151,148 +142,228 @@ class Exchange:
         self.rejected: "Rejected | None" = None
         self.retry_held = False
         self.skipped: list[tuple[str, str]] | None = None
+        self.order: tuple[str, ...] = ()
+        self.pos = 0
+        self.allowed: frozenset[str] | None = None
+        self.common = b""
+        self.draw = -1.0  # below every admit share until a drain needs a real draw
+        self.first_reason = ""
+        self.failed: tuple[int, str, str] | None = None  # a sent attempt's failure
+        self.t_sent = 0.0
+        self.task: asyncio.Task | None = None  # only while waiting (connect, pool, retry slot)
+        self.finished = False
+        self.in_attempt = False
+        self.out: list[bytes] = []  # bytes for the client, written once per region read
         rid = req.request_id
         if rid and len(rid) <= 200 and all(c in _REQUEST_ID_OK for c in rid):
             self.request_id = rid
         else:
-            self.request_id = os.urandom(16).hex().encode()
+            self.request_id = b"%032x" % _request_ids.getrandbits(128)
 
     # -- phases ------------------------------------------------------------------------
-    async def run(self) -> None:
+    # The common path runs in callbacks, without a task: a pooled connection is
+    # taken at once and the answer is relayed from the region's parser callbacks.
+    # A task is started only to wait: for a new connection, a free pooled one, or
+    # a retry slot.
+    def start(self) -> None:
+        """1. identify the client, 2. rank, 3. walk the candidates."""
+        try:
+            proxy = self.proxy
+            store = proxy.store
+            req = self.req
+            self.client_ip = ip = proxy.client_of(self.client.peer, req.xff)
+            country = self.country = proxy.geo.lookup(ip) if proxy.geo is not None else None
+            allowed = self.allowed = store.residency.get(country) if country else None
+            order = store.ranker.rank(RequestFacts(country, ip, req.method, ""))
+            if allowed is not None:  # residency narrows the candidates under every strategy
+                order = tuple(r for r in order if r in allowed) + tuple(
+                    r for r in store.regions if r in allowed and r not in order
+                )
+            self.order = order
+            self.common = self.common_head()
+            self.walk()
+        except Exception:
+            self.internal_error()
+
+    def walk(self) -> None:
+        """Go to the next usable candidate; answer ourselves when none is left."""
         proxy = self.proxy
-        store = proxy.store
-        req = self.req
-        # 1. identify the client
-        self.client_ip = ip = proxy.client_of(self.client.peer, req.xff)
-        country = self.country = proxy.geo.lookup(ip) if proxy.geo is not None else None
-        allowed = store.residency.get(country) if country else None
-        # 2. rank; residency narrows the candidates under every strategy
-        order = store.ranker.rank(RequestFacts(country, ip, req.method, ""))
-        if allowed is not None:
-            order = tuple(r for r in order if r in allowed) + tuple(
-                r for r in store.regions if r in allowed and r not in order
-            )
-        # 3. walk the candidates
+        regions = proxy.store.regions
         now = proxy.clock.now()
-        regions = store.regions
-        draw = -1.0  # below every admit share until a drain needs a real draw
-        first_reason = ""
-        failed: tuple[int, str, str] | None = None  # a sent attempt's failure, answered if nobody answers
-        limits = proxy.limits
-        idempotent = req.method in IDEMPOTENT
-        head = self.common_head()
-        for rid in order:
+        order = self.order
+        while self.pos < len(order):
+            rid = order[self.pos]
+            self.pos += 1
             rt = regions.get(rid)
             if rt is None:
                 continue
-            if rt.admit < 1.0 and draw < 0:
-                draw = proxy.random()  # one draw per request, for every drained region
-            reason = skip_reason(rt, draw, now, proxy.max_in_flight)
+            if rt.admit < 1.0 and self.draw < 0:
+                self.draw = proxy.random()  # one draw per request, for every drained region
+            reason = skip_reason(rt, self.draw, now, proxy.max_in_flight)
             if reason:
                 self.skip(rid, reason)
-                first_reason = first_reason or reason
+                self.first_reason = self.first_reason or reason
                 continue
-            if self.attempts >= limits.max_attempts:
+            if self.attempts >= proxy.limits.max_attempts:
                 rt.breaker.on_cancel(now)
                 break
-            outcome = await self.attempt(rt, head)
-            now = proxy.clock.now()
-            if outcome is None:  # answered
-                if rid != order[0]:
-                    self.count_failover(order[0], rid, first_reason or "unknown")
-                return
-            error, sent, retryable = outcome
-            first_reason = first_reason or error[1]
-            if not sent:  # never reached the region: next candidate, no budget needed
-                self.skip(rid, error[2])
-                continue
-            failed = error
-            # Sent: another region only for an idempotent request whose body we hold,
-            # and only within the retry budget (no retry storms).
-            if not (retryable and idempotent and req.body.replayable):
-                break
-            if not self.retry_held:
-                if not await proxy.acquire_retry():
-                    proxy.metrics.retry_budget_exhausted.inc()
-                    break
-                self.retry_held = True
-            proxy.metrics.retries.labels(failed[1]).inc()
-        self.release_retry()
-        # 4. fail to proxy
-        if failed is not None:
-            self.send_error(*failed)
-        elif allowed is not None:
-            self.region = "none"
-            proxy.metrics.residency_refusals.labels(country).inc()
-            self.send_error(
-                503, "residency",
-                f"no region allowed for clients in {country} is available "
-                f"(allowed: {', '.join(sorted(allowed))}; {self.no_region_detail()})",
-            )
-        else:
-            self.region = "none"
-            self.send_error(503, "no_region", self.no_region_detail())
+            self.attempts += 1
+            self.rt = rt
+            self.region = rt.id
+            self.in_attempt = True
+            rt.in_flight += 1
+            conn = rt.pool.take_idle()
+            if conn is not None:
+                self.send(conn)
+            else:
+                self.wait_for(self.connect_and_send(rt))
+            return
+        self.fail_to_proxy()
 
-    async def attempt(self, rt: "RegionRuntime", common: bytes):
-        """Forward to one region. None when the client got its answer, else
-        ((status, error, detail), sent, retryable)."""
-        proxy = self.proxy
-        req = self.req
-        clock = proxy.clock
-        self.attempts += 1
-        self.rt = rt
-        self.region = rt.id
-        rt.in_flight += 1
-        conn = None
+    async def connect_and_send(self, rt: "RegionRuntime") -> None:
         try:
-            try:
-                conn = await rt.pool.acquire()
-            except NotSent as exc:
-                if exc.reason == "pool":  # busy, not broken: no verdict on the region
-                    rt.breaker.on_cancel(clock.now())
-                else:
-                    proxy.store.breaker_changed(rt, rt.breaker.on_failure(clock.now()))
-                return (502, exc.reason, exc.detail or exc.reason), False, True
-            self.conn = conn
-            ep = rt.pool.endpoint
-            t_sent = clock.now()
-            conn.begin(
-                b"%s %s%s HTTP/1.1\r\nHost: %s\r\n%s"
-                % (req.method.encode(), ep.base_path.encode(), self.target(), ep.host_header, common),
-                req.method == "HEAD",
-                self,
-            )
-            req.body.attach(conn)
-            try:
-                head = await conn.response_head()
-            except Sent as exc:
-                req.body.detach()
-                conn.close()
-                self.conn = None
-                proxy.store.breaker_changed(rt, rt.breaker.on_failure(clock.now()))
-                if exc.timed_out:
-                    return (504, "upstream_timeout", f"{rt.id}: {exc.detail}"), True, True
-                return (502, "upstream_failed", f"{rt.id}: {exc.detail or exc.reason}"), True, True
-            self.upstream_time = clock.now() - t_sent
+            conn = await rt.pool.acquire()
+        except NotSent as exc:
+            now = self.proxy.clock.now()
+            if exc.reason == "pool":  # busy, not broken: no verdict on the region
+                rt.breaker.on_cancel(now)
+            else:
+                self.proxy.store.breaker_changed(rt, rt.breaker.on_failure(now))
+            self.end_attempt()
+            # Never reached the region: the next candidate, no retry budget needed.
+            self.first_reason = self.first_reason or exc.reason
+            self.skip(rt.id, exc.detail or exc.reason)
+            self.walk()
+            return
+        if self.finished:  # the client left while we waited
+            conn.finish()
+            return
+        self.send(conn)
+
+    def send(self, conn: "UpstreamConnection") -> None:
+        """Forward: the request head in one write, then the body as it comes."""
+        rt = self.rt
+        req = self.req
+        self.conn = conn
+        ep = rt.pool.endpoint
+        self.t_sent = self.proxy.clock.now()
+        conn.begin(req.method == "HEAD", self)
+        req.body.attach(  # the head and any body already here: one write
+            conn,
+            b"%s %s%s HTTP/1.1\r\nHost: %s\r\n%s"
+            % (req.method.encode(), ep.base_path.encode(), self.target(), ep.host_header, self.common),
+        )
+
+    # -- ResponseSink (called by the upstream connection) --------------------------------
+    def upstream_head(self, head: "ResponseHead") -> None:
+        try:
+            proxy = self.proxy
+            rt = self.rt
+            self.upstream_time = proxy.clock.now() - self.t_sent
             rt.metrics.upstream_latency.observe(self.upstream_time)
             proxy.store.record_latency(rt, self.upstream_time)
             status = head.status
             if status in RETRY_STATUSES and self.may_retry_after(status):
-                req.body.detach()
-                conn.close()
-                self.conn = None
-                proxy.store.breaker_changed(rt, rt.breaker.on_failure(clock.now()))
-                return (status, "upstream_error", f"{rt.id} answered {status}"), True, True
+                self.drop_region((status, "upstream_error", f"{rt.id} answered {status}"))
+                return
             # Relay: from here on the answer is the client's, whatever happens.
             self.relay_head(head, rt.id)
-            ok = await self.done if self.done is not None else True
-            now = clock.now()
-            if status >= 500 or not ok:
-                proxy.store.breaker_changed(rt, rt.breaker.on_failure(now))
+        except Exception:
+            self.internal_error()
+
+    def upstream_body(self, data: bytes) -> None:
+        self.out.append(encode_chunk(data) if self.out_chunked else data)
+
+    def upstream_complete(self) -> None:
+        if self.out_chunked:
+            self.out.append(LAST_CHUNK)
+        self.complete(True)
+
+    def upstream_flush(self) -> None:
+        """After each read from the region: what it gave the client, in one write."""
+        out = self.out
+        if out:
+            self.out = []
+            transport = self.client.transport
+            if not transport.is_closing():
+                transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def upstream_failed(self, exc: BaseException) -> None:
+        if not self.head_sent:
+            rt = self.rt
+            if isinstance(exc, Sent) and exc.timed_out:
+                self.drop_region((504, "upstream_timeout", f"{rt.id}: {exc.detail}"))
             else:
-                proxy.store.breaker_changed(rt, rt.breaker.on_success(now))
-            if not ok:
-                self.close_after = True
+                detail = exc.detail or exc.reason if isinstance(exc, Sent) else str(exc)
+                self.drop_region((502, "upstream_failed", f"{rt.id}: {detail}"))
+            return
+        # The head is out; the only honest signal left is to cut the connection.
+        log.warning("region %s failed mid-response: %s", self.region, exc)
+        self.close_after = True
+        self.out = []
+        self.client.transport.abort()
+        self.complete(False)
+
+    def upstream_pause_writing(self) -> None:
+        self.client.pause_reading()
+
+    def upstream_resume_writing(self) -> None:
+        self.client.resume_reading()
+
+    # -- outcomes ------------------------------------------------------------------------
+    def drop_region(self, error: tuple[int, str, str]) -> None:
+        """A sent attempt failed before any answer went to the client."""
+        rt = self.rt
+        proxy = self.proxy
+        self.req.body.detach()
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        proxy.store.breaker_changed(rt, rt.breaker.on_failure(proxy.clock.now()))
+        self.end_attempt()
+        self.failed = error
+        self.first_reason = self.first_reason or error[1]
+        # Sent: another region only for an idempotent request whose body we hold,
+        # and only within the retry budget (no retry storms).
+        req = self.req
+        if not (req.method in IDEMPOTENT and req.body.replayable):
+            self.fail_to_proxy()
+        elif self.retry_held or (not proxy._retry_waiters and proxy.budget.try_acquire_retry()):
+            self.retry_held = True
+            proxy.metrics.retries.labels(error[1]).inc()
+            self.walk()
+        else:
+            self.wait_for(self.wait_retry_then_walk(error))
+
+    async def wait_retry_then_walk(self, error: tuple[int, str, str]) -> None:
+        proxy = self.proxy
+        if not await proxy.acquire_retry():
+            proxy.metrics.retry_budget_exhausted.inc()
+            self.fail_to_proxy()
+            return
+        self.retry_held = True
+        if self.finished:
+            self.release_retry()
+            return
+        proxy.metrics.retries.labels(error[1]).inc()
+        self.walk()
+
+    def complete(self, ok: bool) -> None:
+        """The answer was relayed (ok) or broke off mid-body (not ok)."""
+        self.upstream_flush()
+        proxy = self.proxy
+        rt = self.rt
+        req = self.req
+        conn = self.conn
+        self.conn = None
+        now = proxy.clock.now()
+        if self.status >= 500 or not ok:
+            proxy.store.breaker_changed(rt, rt.breaker.on_failure(now))
+        else:
+            proxy.store.breaker_changed(rt, rt.breaker.on_success(now))
+        if not ok:
+            self.close_after = True
+        if conn is not None:
             if not req.complete or not req.body.done:
                 # The region answered before the whole body came: the client
                 # stream is out of step, and so is the region connection.
@@ -300,16 +371,76 @@ class Exchange:
                 conn.close()
             else:
                 conn.finish()
+        self.end_attempt()
+        if ok and rt.id != self.order[0]:
+            self.count_failover(self.order[0], rt.id, self.first_reason or "unknown")
+        self.finish()
+
+    def fail_to_proxy(self) -> None:
+        """4. No region answered: the router answers itself, in JSON."""
+        self.release_retry()
+        if self.failed is not None:
+            self.send_error(*self.failed)
+        elif self.allowed is not None:
+            self.region = "none"
+            self.proxy.metrics.residency_refusals.labels(self.country).inc()
+            self.send_error(
+                503, "residency",
+                f"no region allowed for clients in {self.country} is available "
+                f"(allowed: {', '.join(sorted(self.allowed))}; {self.no_region_detail()})",
+            )
+        else:
+            self.region = "none"
+            self.send_error(503, "no_region", self.no_region_detail())
+        self.finish()
+
+    def end_attempt(self) -> None:
+        if self.in_attempt:
+            self.in_attempt = False
+            self.rt.in_flight -= 1
+
+    def finish(self) -> None:
+        """5. log, and hand the connection back to the client side. Exactly once."""
+        if self.finished:
+            return
+        self.finished = True
+        proxy = self.proxy
+        self.release_retry()
+        proxy.active -= 1
+        proxy.budget.request_finished()
+        self.finish_log()
+        self.client.request_done(self.req, self.close_after or proxy.shutting_down)
+
+    def internal_error(self) -> None:
+        """A bug must cost one request, not the process."""
+        log.exception("internal error while proxying %s %r", self.req.method, self.req.url[:200])
+        self.abandon()
+        self.send_error(502, "internal", "the router failed while handling this request")
+        self.close_after = True
+        self.finish()
+
+    def abandon(self) -> None:
+        """Stop whatever is under way: waiting task, region connection, attempt."""
+        task = self.task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+        if self.conn is not None:
+            self.conn.close()
             self.conn = None
-            return None
+        if self.in_attempt:
+            self.rt.breaker.on_cancel(self.proxy.clock.now())
+            self.end_attempt()
+
+    def wait_for(self, coro) -> None:
+        self.task = self.proxy.loop.create_task(self._guarded(coro))
+
+    async def _guarded(self, coro) -> None:
+        try:
+            await coro
         except asyncio.CancelledError:
-            rt.breaker.on_cancel(clock.now())
-            raise
-        finally:
-            rt.in_flight -= 1
-            if self.conn is not None:  # cancelled mid-exchange
-                self.conn.close()
-                self.conn = None
+            pass  # abandoned: whoever cancelled has finished the exchange
+        except Exception:
+            self.internal_error()
 
     def may_retry_after(self, status: int) -> bool:
         """Worth answering 5xx with another region rather than relaying it?"""
@@ -373,10 +504,7 @@ class Exchange:
         req = self.req
         self.status = head.status
         parts = [status_line(head.status)]
-        for k, v in head.headers:
-            if k.lower() in _SKIP_FROM_REGION:
-                continue
-            parts.append(b"%s: %s\r\n" % (k, v))
+        parts += [b"%s: %s\r\n" % kv for kv in head.headers]
         close = not req.keep_alive or self.proxy.shutting_down or req.upgrade
         if not head.no_body and head.length is None:
             if req.version == "1.1":
@@ -391,42 +519,18 @@ class Exchange:
             parts.append(b"Connection: keep-alive\r\n")
         parts.append(b"X-Edge-Region: %s\r\nX-Request-Id: %s\r\n\r\n" % (region.encode(), self.request_id))
         self.head_sent = True
-        self.done = self.proxy.loop.create_future()
         early, complete, failed = self.conn.relay()
         # Head and whatever body already arrived leave in one write.
         if early:
             parts.extend(encode_chunk(c) for c in early) if self.out_chunked else parts.extend(early)
         if complete and self.out_chunked:
             parts.append(LAST_CHUNK)
-        self.client.transport.write(b"".join(parts))
+        # Written with the body that follows in the same read (upstream_flush).
+        self.out = parts
         if complete:
-            self.done.set_result(True)
+            self.complete(True)
         elif failed is not None:
             self.upstream_failed(failed)
-
-    # -- ResponseSink (called by the upstream connection) --------------------------------
-    def upstream_body(self, data: bytes) -> None:
-        self.client.transport.write(encode_chunk(data) if self.out_chunked else data)
-
-    def upstream_complete(self) -> None:
-        if self.out_chunked:
-            self.client.transport.write(LAST_CHUNK)
-        if self.done is not None and not self.done.done():
-            self.done.set_result(True)
-
-    def upstream_failed(self, exc: BaseException) -> None:
-        # The head is out; the only honest signal left is to cut the connection.
-        log.warning("region %s failed mid-response: %s", self.region, exc)
-        if self.done is not None and not self.done.done():
-            self.done.set_result(False)
-        self.close_after = True
-        self.client.transport.abort()
-
-    def upstream_pause_writing(self) -> None:
-        self.client.pause_reading()
-
-    def upstream_resume_writing(self) -> None:
-        self.client.resume_reading()
 
     # -- from the client connection --------------------------------------------------------
     def client_pause_writing(self) -> None:
@@ -438,21 +542,21 @@ class Exchange:
             self.conn.resume_reading()
 
     def client_gone(self) -> None:
-        task = self.client.task
-        if task is not None and not task.done():
-            task.cancel()
+        if not self.finished:
+            self.abandon()
+            self.close_after = True
+            self.finish()
 
     def reject(self, rej: "Rejected") -> None:
         """The client's body broke a limit or the stream went bad mid-request."""
         self.rejected = rej
-        if self.conn is not None and not self.head_sent:
-            self.conn.close()
+        if self.finished:
+            return
+        self.abandon()
         if not self.head_sent:
             self.send_error(rej.status, rej.error, rej.detail)
         self.close_after = True
-        if self.done is not None and not self.done.done():
-            self.done.set_result(False)
-        self.client_gone()
+        self.finish()
 
     # -- answers made by the router ---------------------------------------------------------
     def send_error(self, status: int, error: str, detail: str) -> None:

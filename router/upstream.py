@@ -1,8 +1,9 @@
 """One keep-alive HTTP/1.1 connection to a region: callbacks and bytes.
 
-The proxy writes the request head and body through it, awaits the response
-head, then hands it a sink (the client side) to which body bytes are relayed
-straight from the parser callbacks, with flow control both ways.
+The proxy writes the request head and body through it; the response head,
+then (once the proxy chose to relay it) the body, completion or failure are
+reported to the exchange's sink straight from the parser callbacks, with
+flow control both ways. No task, no future: the request path is callbacks.
 """
 from __future__ import annotations
 
@@ -15,8 +16,21 @@ from .errors import Sent
 from .http1 import HOP_BY_HOP, no_body_status
 
 
+# Response headers the connection handles itself rather than relaying as they are.
+_LENGTH, _CHUNKED, _CONNECTION, _DROP = range(4)
+_SPECIAL = {
+    b"content-length": _LENGTH, b"transfer-encoding": _CHUNKED, b"connection": _CONNECTION,
+    b"x-edge-region": _DROP, b"x-request-id": _DROP,
+    **{h: _DROP for h in HOP_BY_HOP if h not in (b"connection", b"transfer-encoding")},
+}
+# Connection options that name no header.
+_CONNECTION_OPTIONS = frozenset((b"keep-alive", b"close"))
+
+
 class ResponseSink(Protocol):
+    def upstream_head(self, head: "ResponseHead") -> None: ...
     def upstream_body(self, data: bytes) -> None: ...
+    def upstream_flush(self) -> None: ...
     def upstream_complete(self) -> None: ...
     def upstream_failed(self, exc: BaseException) -> None: ...
     def upstream_pause_writing(self) -> None: ...
@@ -38,9 +52,9 @@ class ResponseHead:
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "loop", "transport", "parser", "region", "pool", "closed",
-        "_head_waiter", "_head", "_headers", "_conn_tokens", "_length", "_chunked",
+        "_head", "_headers", "_conn_tokens", "_length", "_chunked",
         "_sink", "_relaying", "_early", "_complete", "_failed", "_is_head", "_busy",
-        "_read_timeout", "_last_io", "_timer", "_write_paused", "_drain_waiter",
+        "_read_timeout", "_last_io", "_timer",
         "idle_since", "requests", "_reading_paused",
     )
 
@@ -56,13 +70,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._read_timeout = read_timeout
         self._last_io = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        self._write_paused = False
         self._reading_paused = False
-        self._drain_waiter: asyncio.Future | None = None
         self._reset_exchange()
 
     def _reset_exchange(self) -> None:
-        self._head_waiter: asyncio.Future | None = None
         self._head: ResponseHead | None = None
         self._headers: list[tuple[bytes, bytes]] = []
         self._conn_tokens: set[bytes] = set()
@@ -92,6 +103,10 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(Sent("bad-response", f"invalid HTTP from region: {exc}"))
             self.close()
+            return
+        sink = self._sink
+        if sink is not None:
+            sink.upstream_flush()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -106,34 +121,30 @@ class UpstreamConnection(asyncio.Protocol):
                 self.on_message_complete()
             else:
                 self._fail(Sent("reset", "region closed the connection"))
-        if self._drain_waiter is not None and not self._drain_waiter.done():
-            self._drain_waiter.set_result(None)
         if self.pool is not None:
             self.pool.forget(self)
 
     def pause_writing(self) -> None:
-        self._write_paused = True
         if self._sink is not None:
             self._sink.upstream_pause_writing()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._drain_waiter is not None and not self._drain_waiter.done():
-            self._drain_waiter.set_result(None)
         if self._sink is not None:
             self._sink.upstream_resume_writing()
 
     # -- parser callbacks ---------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower()
-        if lname == b"content-length":
-            self._length = int(value)
-        elif lname == b"transfer-encoding":
-            self._chunked = value.strip().lower().endswith(b"chunked")
-        elif lname == b"connection":
-            self._conn_tokens |= {t.strip().lower() for t in value.split(b",")}
-        if lname not in HOP_BY_HOP:
+        kind = _SPECIAL.get(name.lower())
+        if kind is None:
             self._headers.append((name, value))
+        elif kind == _LENGTH:
+            self._length = int(value)
+            self._headers.append((name, value))  # passed on as is
+        elif kind == _CHUNKED:
+            self._chunked = value.strip().lower().endswith(b"chunked")
+        elif kind == _CONNECTION:
+            self._conn_tokens |= {t.strip().lower() for t in value.split(b",")}
+        # _DROP: other hop-by-hop headers, and the two the router sets itself
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -145,8 +156,9 @@ class UpstreamConnection(asyncio.Protocol):
             self._chunked = False
             return
         headers = self._headers
-        if self._conn_tokens:
-            headers = [(k, v) for k, v in headers if k.lower() not in self._conn_tokens]
+        named = self._conn_tokens - _CONNECTION_OPTIONS
+        if named:  # headers the Connection header names are hop-by-hop too
+            headers = [(k, v) for k, v in headers if k.lower() not in named]
         no_body = self._is_head or no_body_status(status)
         head = ResponseHead(
             status,
@@ -163,9 +175,8 @@ class UpstreamConnection(asyncio.Protocol):
             # reads the next response.
             self.parser = httptools.HttpResponseParser(self)
             self.on_message_complete()
-        waiter = self._head_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(head)
+        if self._sink is not None:
+            self._sink.upstream_head(head)
 
     def on_body(self, data: bytes) -> None:
         if self._relaying:
@@ -181,38 +192,21 @@ class UpstreamConnection(asyncio.Protocol):
             self._sink.upstream_complete()
 
     # -- used by the proxy --------------------------------------------------
-    def begin(self, head: bytes, is_head: bool, sink: ResponseSink) -> None:
-        """Start one exchange: write the request head (one write). `sink` hears
-        about write flow control now and gets the body once `relay` is called."""
+    def begin(self, is_head: bool, sink: ResponseSink) -> None:
+        """Start one exchange (the caller writes the request). `sink` hears
+        about flow control and the response head now, the body once `relay`
+        is called, and a failure whenever it happens; after each read it is
+        asked to flush what it gathered for the client (one write)."""
         self._reset_exchange()
         self._sink = sink
         self._busy = True
         self._is_head = is_head
         self.requests += 1
-        self._head_waiter = self.loop.create_future()
         self._last_io = self.loop.time()
         self._arm_timer()
-        self.transport.write(head)
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)
-
-    @property
-    def write_paused(self) -> bool:
-        return self._write_paused
-
-    async def drain(self) -> None:
-        """Wait until the region has taken our buffered request bytes."""
-        if self._write_paused and not self.closed:
-            self._drain_waiter = self.loop.create_future()
-            await self._drain_waiter
-
-    async def response_head(self) -> ResponseHead:
-        if self._failed is not None:
-            raise self._failed
-        if self._head is not None:
-            return self._head
-        return await self._head_waiter
 
     def relay(self) -> tuple[list[bytes], bool, BaseException | None]:
         """From now on body bytes go to the sink as they come. Returns what
@@ -257,6 +251,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
 
     def close(self) -> None:
+        """Our decision: the sink is told nothing more."""
+        self._sink = None
+        self._relaying = False
         if not self.closed:
             self.closed = True
             self._cancel_timer()
@@ -270,12 +267,9 @@ class UpstreamConnection(asyncio.Protocol):
         if self._failed is not None or self._complete:
             return
         self._failed = exc
-        waiter = self._head_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
-            waiter.exception()  # mark retrieved: the proxy may have moved on
-        elif self._relaying:
-            self._sink.upstream_failed(exc)
+        sink = self._sink
+        if sink is not None:
+            sink.upstream_failed(exc)
 
     def _arm_timer(self) -> None:
         if self._timer is None:

@@ -1,0 +1,162 @@
+"""The router's own per-request CPU cost, without sockets.
+
+Feeds a request's bytes to a client connection and a response's bytes to the
+pooled region connection it was forwarded on, through the real listener,
+proxy, pool and upstream code, with in-memory transports. What it measures is
+the Python work per request that the kernel's send/recv come on top of; with
+--profile it prints where that time goes.
+
+    python -m bench.hotpath [--requests N] [--profile]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import ipaddress
+import pstats
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+
+REQUEST = (
+    b"GET /api/v1/echo?x=1 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: wrk\r\n"
+    b"Accept: */*\r\nX-Forwarded-For: 81.2.69.142\r\n\r\n"
+)
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Tue, 24 Nov 2026 22:00:00 GMT\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 15\r\nConnection: keep-alive\r\n\r\n"
+    b'{"status":"ok"}'
+)
+
+
+class MemoryTransport:
+    """Enough of asyncio.Transport for the protocols; keeps what is written."""
+
+    def __init__(self, peer=("127.0.0.1", 40000)) -> None:
+        self.peer = peer
+        self.written: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def get_extra_info(self, name, default=None):
+        return self.peer if name == "peername" else default
+
+    def set_write_buffer_limits(self, high=None, low=None) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    abort = close
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def _setup(geo_db: str | None):
+    from router.clock import Clock
+    from router.config import default_config
+    from router.decisions import MemoryDecisionStore
+    from router.listener import ClientConnection
+    from router.metrics import Metrics
+    from router.pool import Endpoint, UpstreamPool
+    from router.proxy import Proxy
+    from router.resolver import Resolver
+    from router.state import RegionStore
+    from router.upstream import UpstreamConnection
+
+    base = default_config()
+    regions = tuple(replace(r, api="http://127.0.0.1:9", health="http://127.0.0.1:9/h") for r in base.regions)
+    config = replace(base, regions=regions, geo=replace(
+        base.geo, database=geo_db, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),)))
+    loop = asyncio.get_running_loop()
+    clock = Clock()
+    metrics = Metrics(tuple(r.id for r in regions))
+    store = RegionStore(config, MemoryDecisionStore(config.strategy), metrics, clock)
+    for rt in store.regions.values():
+        rt.pool = UpstreamPool(rt.id, Endpoint.parse(rt.config.api), resolver=Resolver(loop), ssl_context=None,
+                               size=4, wait=1.0, connect_timeout=1.0, read_timeout=30.0, idle_timeout=60.0)
+    geo = None
+    if geo_db:
+        from geodata.reader import GeoReader
+
+        geo = GeoReader(geo_db)
+    proxy = Proxy(config=config, store=store, geo=geo, metrics=metrics, clock=clock)
+    # one warm pooled connection to the region the client's country maps to
+    home = store.regions["eu-west-1" if geo else "us-east-1"]
+    up = UpstreamConnection(loop, home.id, 30.0)
+    up_t = MemoryTransport(("127.0.0.1", 9))
+    up.connection_made(up_t)
+    up.pool = home.pool
+    home.pool._open += 1
+    home.pool.release(up)
+    client = ClientConnection(proxy)
+    client_t = MemoryTransport()
+    client.connection_made(client_t)
+    return client, client_t, up, up_t, home
+
+
+def run(requests: int, profile: bool, geo_db: str | None) -> float:
+    async def main() -> float:
+        client, client_t, up, up_t, home = await _setup(geo_db)
+        feed_client, feed_up = client.data_received, up.data_received
+
+        def one() -> None:
+            feed_client(REQUEST)
+            feed_up(RESPONSE)
+
+        for _ in range(1000):  # warm-up, and a check that the bytes really went through
+            one()
+        assert up_t.written and client_t.written[-1].endswith(b'{"status":"ok"}'), client_t.written[-1:]
+        assert b"X-Edge-Region: " + home.id.encode() in client_t.written[-1]
+        prof = cProfile.Profile() if profile else None
+        if prof:
+            prof.enable()
+        t0 = time.perf_counter()
+        for _ in range(requests):
+            one()
+            if len(client_t.written) > 10000:
+                client_t.written.clear()
+                up_t.written.clear()
+        elapsed = time.perf_counter() - t0
+        if prof:
+            prof.disable()
+            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        return elapsed / requests
+
+    return asyncio.run(main())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--requests", type=int, default=50000)
+    p.add_argument("--profile", action="store_true", help="print a cProfile of the loop")
+    p.add_argument("--no-geo", action="store_true", help="without a GeoIP database")
+    args = p.parse_args(argv)
+    db = None if args.no_geo else str(Path(__file__).resolve().parents[1] / "tests/data/geo/GeoLite2-Country-Test.mmdb")
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    per = run(args.requests, args.profile, db)
+    print("| what | per request | requests/s of CPU |")
+    print("| --- | ---: | ---: |")
+    print(f"| router Python work (no syscalls), {args.requests} requests | {per * 1e6:.1f} µs | {1 / per:,.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
