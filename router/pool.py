@@ -130,6 +130,15 @@ class UpstreamPool:
             raise NotSent(
                 "pool", f"all {self._size} connections to {self.region} busy for {self._wait:g}s"
             ) from None
+        except BaseException:
+            # Cancelled just as a connection (or a slot) was handed to us: pass it on.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                handed = waiter.result()
+                if handed is None:
+                    self._slot_freed()
+                else:
+                    self.release(handed)
+            raise
         finally:
             if not waiter.done():
                 waiter.cancel()

@@ -220,3 +220,33 @@ def test_wire_helpers():
     assert b"X-Edge-Region: none" in head and b"X-Request-Id: r1" in head and b"Connection: close" in head
     assert b"Content-Length: %d" % len(body) in head
     assert body == b'{"error":"no_region","detail":"all down"}'
+
+
+def test_pool_hands_on_a_connection_given_to_a_cancelled_waiter():
+    from router.pool import Endpoint, UpstreamPool
+    from router.resolver import Resolver
+    from router.upstream import UpstreamConnection
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        pool = UpstreamPool("r", Endpoint.parse("http://127.0.0.1:9"), resolver=Resolver(loop), ssl_context=None,
+                            size=1, wait=5.0, connect_timeout=1.0, read_timeout=5.0, idle_timeout=60.0)
+        busy = UpstreamConnection(loop, "r", 5.0)
+        busy.connection_made(FakeTransport())
+        busy.pool = pool
+        pool._open = 1  # the only slot is taken by `busy`
+        first = asyncio.ensure_future(pool.acquire())
+        second = asyncio.ensure_future(pool.acquire())
+        await asyncio.sleep(0)
+        pool.release(busy)  # handed to the first waiter ...
+        first.cancel()  # ... which is cancelled before it runs
+        await asyncio.sleep(0)
+        if first.cancelled():  # the connection must have gone on to the second waiter
+            got = await asyncio.wait_for(second, 1.0)
+        else:  # (Python 3.11's wait_for lets a done result win over the cancel)
+            got = first.result()
+            second.cancel()
+        assert got is busy and pool.open_connections == 1
+        pool.close()
+
+    asyncio.run(main())
