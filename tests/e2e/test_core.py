@@ -559,3 +559,23 @@ def test_access_log_lines(sim):
         assert rec["strategy"] == "geographic" and rec["attempts"] == 1 and rec["duration_ms"] > 0
     finally:
         r.stop()
+
+
+def test_client_leaving_mid_request_frees_everything():
+    s2 = start_sim({"us-east-1": 0.0})
+    r = start_router(make_config(s2.ports, limits={"pool_size": 4}))
+    try:
+        s2.fault("us-east-1", extra_latency="1s")
+        for _ in range(6):  # more than the pool holds: leaked connections would show
+            with socket.create_connection(("127.0.0.1", r.port), timeout=5) as s:
+                s.sendall(b"GET /api/v1/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+                wait_until(lambda: r.region_state("us-east-1")["in_flight"] == 1, 5, what="in flight")
+        wait_until(lambda: r.region_state("us-east-1")["in_flight"] == 0, 5, what="in_flight back to 0")
+        s2.reset("us-east-1")
+        st = r.region_state("us-east-1")
+        assert st["breaker"] == "closed" and st["connections"]["open"] <= 4
+        resp = r.get("/api/v1/echo")
+        assert resp.status == 200
+    finally:
+        r.stop()
+        s2.stop()
