@@ -33,10 +33,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from bench.loadgen import ClosedLoopLoad
 
 REPO = Path(__file__).resolve().parents[1]
 HOME, FAILOVER_TO = "us-east-1", "us-west-2"
@@ -197,55 +198,6 @@ class Router:
 
 # --------------------------------------------------------------------------- load
 @dataclass
-class Load:
-    port: int
-    clients: int
-    results: list = field(default_factory=list)  # (monotonic, status, region or error)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    stopping: threading.Event = field(default_factory=threading.Event)
-
-    def _run(self) -> None:
-        conn = None
-        while not self.stopping.is_set():
-            if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-            try:
-                conn.request("GET", PATH)
-                r = conn.getresponse()
-                r.read()
-                rec = (time.monotonic(), r.status, r.getheader("X-Edge-Region"))
-                if r.will_close:
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException) as exc:
-                rec = (time.monotonic(), -1, type(exc).__name__)
-                conn.close()
-                conn = None
-            with self.lock:
-                self.results.append(rec)
-        if conn is not None:
-            conn.close()
-
-    def start(self) -> None:
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(self.clients)]
-        for t in self.threads:
-            t.start()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        for t in self.threads:
-            t.join(15)
-
-    def first(self, since: float, region: str) -> float | None:
-        with self.lock:
-            return next((t for t, s, r in self.results if t >= since and s == 200 and r == region), None)
-
-    def snapshot(self) -> list:
-        with self.lock:
-            return list(self.results)
-
-
-@dataclass
 class Result:
     scenario: Scenario
     requests: int
@@ -269,7 +221,7 @@ def run(sc: Scenario, clients: int, outage: float, return_timeout: float, warmup
             if time.monotonic() > deadline:
                 raise RuntimeError("regions not healthy within 20 s")
             time.sleep(0.05)
-        load = Load(router.port, clients)
+        load = ClosedLoopLoad(router.port, clients, path=PATH)
         load.start()
         time.sleep(warmup)
 

@@ -53,7 +53,7 @@ def explain_route(
         "candidates": candidates,
         "chosen": chosen,
         "answer": (
-            f"503 residency: no allowed region available" if chosen is None and allowed is not None
+            "503 residency: no allowed region available" if chosen is None and allowed is not None
             else "503 no_region" if chosen is None
             else f"forwarded to {chosen}"
         ),

@@ -2,7 +2,6 @@
 127.0.0.1, short probe intervals, every wait bounded."""
 from __future__ import annotations
 
-import http.client
 import json
 import sys
 import threading
@@ -12,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.loadgen import ClosedLoopLoad
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import REGIONS, make_config, request, start_router, start_sim, wait_until  # noqa: E402
+from harness import REGIONS, make_config, request, start_sim, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -27,59 +28,9 @@ def client(ip: str) -> dict[str, str]:
     return {"X-Forwarded-For": ip}
 
 
-class Load:
-    """Closed-loop GET load: N threads, each on its own keep-alive connection,
-    sending the next request as soon as the last answer is in."""
-
-    def __init__(self, port: int, ip: str, clients: int = 8, path: str = "/api/v1/echo"):
-        self.port, self.ip, self.path = port, ip, path
-        self.results: list[tuple[float, int, str | None]] = []  # (monotonic, status, X-Edge-Region)
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def _run(self) -> None:
-        conn = None
-        while not self.stopping.is_set():
-            if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-            try:
-                conn.request("GET", self.path, headers=client(self.ip))
-                r = conn.getresponse()
-                r.read()
-                rec = (time.monotonic(), r.status, r.getheader("X-Edge-Region"))
-                if r.will_close:
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException) as exc:
-                rec = (time.monotonic(), -1, type(exc).__name__)
-                conn.close()
-                conn = None
-            with self.lock:
-                self.results.append(rec)
-        if conn is not None:
-            conn.close()
-
-    def __enter__(self) -> "Load":
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stopping.set()
-        for t in self.threads:
-            t.join(15)
-
-    def since(self, t0: float) -> list[tuple[float, int, str | None]]:
-        with self.lock:
-            return [r for r in self.results if r[0] >= t0]
-
-    def regions_since(self, t0: float) -> Counter:
-        return Counter(r[2] for r in self.since(t0))
-
-    def last(self, n: int) -> list[tuple[float, int, str | None]]:
-        with self.lock:
-            return self.results[-n:]
+def Load(port: int, ip: str, clients: int = 8, path: str = "/api/v1/echo") -> ClosedLoopLoad:
+    """Closed-loop GETs from `clients` threads, all as the client at `ip`."""
+    return ClosedLoopLoad(port, clients, path=path, headers=client(ip))
 
 
 @pytest.fixture(scope="module")

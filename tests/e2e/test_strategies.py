@@ -3,17 +3,17 @@ region simulator: round-robin's split, least-latency following a region that
 slows down, health-based settling on the region without errors."""
 from __future__ import annotations
 
-import http.client
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from bench.loadgen import ClosedLoopLoad
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import REGIONS, make_config, start_router, start_sim, wait_until  # noqa: E402
+from harness import REGIONS, make_config, start_sim, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,63 +33,7 @@ def _clean(clean_sim):
     """Every test starts and ends with the module's regions fault-free."""
 
 
-class Load:
-    """Closed-loop GETs from `clients` threads (keep-alive), until stopped or
-    `limit` requests are done. Records (monotonic, status, X-Edge-Region)."""
-
-    def __init__(self, port: int, clients: int = 4, limit: int | None = None, headers: dict | None = None):
-        self.port, self.limit, self.headers = port, limit, headers or {}
-        self.results: list[tuple[float, int, str | None]] = []
-        self.lock = threading.Lock()
-        self.issued = 0
-        self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def _take(self) -> bool:
-        with self.lock:
-            if self.limit is not None and self.issued >= self.limit:
-                return False
-            self.issued += 1
-            return True
-
-    def _run(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            while not self.stopping.is_set() and self._take():
-                try:
-                    conn.request("GET", API, headers=self.headers)
-                    r = conn.getresponse()
-                    r.read()
-                    rec = (time.monotonic(), r.status, r.getheader("X-Edge-Region"))
-                except (OSError, http.client.HTTPException) as exc:
-                    rec = (time.monotonic(), -1, type(exc).__name__)
-                    conn.close()
-                with self.lock:
-                    self.results.append(rec)
-        finally:
-            conn.close()
-
-    def __enter__(self) -> "Load":
-        for t in self.threads:
-            t.start()
-        return self
-
-    def wait(self, timeout: float = 30) -> "Load":
-        for t in self.threads:
-            t.join(timeout)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stopping.set()
-        self.wait(15)
-
-    def last(self, n: int) -> list[tuple[float, int, str | None]]:
-        with self.lock:
-            return self.results[-n:]
-
-    def regions(self) -> list[str | None]:
-        with self.lock:
-            return [r[2] for r in self.results]
+Load = ClosedLoopLoad  # closed-loop GETs of API, keep-alive
 
 
 def api_requests(sim, rid: str) -> int:
