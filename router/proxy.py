@@ -20,7 +20,7 @@ from policies.model import RequestFacts
 from .client_ip import client_address
 from .errors import NotSent, Sent
 from .http1 import LAST_CHUNK, encode_chunk, error_response, status_line
-from .retry import IDEMPOTENT, RETRY_STATUSES, RetryBudget
+from .retry import RETRY, RETRY_STATUSES, RetryBudget, retry_decision
 from .state import skip_reason
 
 if TYPE_CHECKING:
@@ -66,12 +66,15 @@ class Proxy:
         self.random = random.random
         self._retry_waiters: collections.deque[asyncio.Future] = collections.deque()
 
+    def try_retry_now(self) -> bool:
+        """A retry slot at once, if nobody queues before us."""
+        return not self._retry_waiters and self.budget.try_acquire_retry()
+
     async def acquire_retry(self) -> bool:
         """A retry slot, within the budget. When a region dies with many requests
         in flight, the retries queue for slots (bounded by retry_wait) instead
         of failing: the budget caps concurrent retries, not the number answered."""
-        budget = self.budget
-        if not self._retry_waiters and budget.try_acquire_retry():
+        if self.try_retry_now():
             return True
         waiter = self.loop.create_future()
         self._retry_waiters.append(waiter)
@@ -326,9 +329,10 @@ class Exchange:
         # Sent: another region only for an idempotent request whose body we hold,
         # and only within the retry budget (no retry storms).
         req = self.req
-        if not (req.method in IDEMPOTENT and req.body.replayable):
+        timed_out = error[1] == "upstream_timeout"
+        if retry_decision(req.method, True, req.body.replayable, error[0], timed_out) != RETRY:
             self.fail_to_proxy()
-        elif self.retry_held or (not proxy._retry_waiters and proxy.budget.try_acquire_retry()):
+        elif self.retry_held or proxy.try_retry_now():
             self.retry_held = True
             proxy.metrics.retries.labels(error[1]).inc()
             self.walk()
@@ -443,12 +447,11 @@ class Exchange:
             self.internal_error()
 
     def may_retry_after(self, status: int) -> bool:
-        """Worth answering 5xx with another region rather than relaying it?"""
+        """Worth answering a 502/503/504 with another region rather than relaying it?"""
         req = self.req
         return (
-            req.method in IDEMPOTENT
-            and req.body.replayable
-            and self.attempts < self.proxy.limits.max_attempts
+            self.attempts < self.proxy.limits.max_attempts
+            and retry_decision(req.method, True, req.body.replayable, status, False) == RETRY
         )
 
     def release_retry(self) -> None:
