@@ -38,6 +38,30 @@ def token_fingerprint(token: str) -> str:
     return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
+def authorize(request: web.Request, token: str | None, token_env: str) -> tuple[web.Response | None, str]:
+    """(None, token fingerprint) for a good bearer token, else (the 401/403 answer, "")."""
+    if token is None:
+        return _error(
+            403, "forbidden",
+            f"admin mutations are disabled: set the {token_env} environment variable "
+            "to a secret token and restart, then send 'Authorization: Bearer <token>'",
+        ), ""
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        resp = _error(401, "unauthorized", "missing or wrong bearer token")
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="edge-router admin"'
+        return resp, ""
+    return None, token_fingerprint(given.strip())
+
+
+def audit(request: web.Request, who: str, action: str, args: dict) -> None:
+    """One JSON audit line: action, arguments, source address, token fingerprint."""
+    audit_log.info(
+        orjson.dumps({"audit": True, "action": action, "args": args, "source": request.remote, "token": who}).decode()
+    )
+
+
 class AdminAPI:
     def __init__(
         self,
@@ -49,7 +73,9 @@ class AdminAPI:
         metrics_render: Callable[[], bytes],
         ready: Callable[[], bool],
         max_in_flight: int,
+        audit: bool = True,
     ) -> None:
+        self.audit = audit  # off in workers: the supervisor writes the one audit line
         self.store = store
         self.token = token or None
         self.token_env = token_env
@@ -109,21 +135,7 @@ class AdminAPI:
 
     # -- mutations ---------------------------------------------------------------
     def _authorize(self, request: web.Request) -> tuple[web.Response | None, str]:
-        if self.token is None:
-            return _error(
-                403, "forbidden",
-                f"admin mutations are disabled: set the {self.token_env} environment variable "
-                "to a secret token and restart, then send 'Authorization: Bearer <token>'",
-            ), ""
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), self.token.encode()
-        ):
-            resp = _error(401, "unauthorized", "missing or wrong bearer token")
-            resp.headers["WWW-Authenticate"] = 'Bearer realm="edge-router admin"'
-            return resp, ""
-        return None, token_fingerprint(given.strip())
+        return authorize(request, self.token, self.token_env)
 
     async def _body(self, request: web.Request, required: tuple[str, ...]) -> dict | web.Response:
         raw = await request.read()
@@ -142,17 +154,8 @@ class AdminAPI:
         return data
 
     def _audit(self, request: web.Request, who: str, action: str, args: dict) -> None:
-        audit_log.info(
-            orjson.dumps(
-                {
-                    "audit": True,
-                    "action": action,
-                    "args": args,
-                    "source": request.remote,
-                    "token": who,
-                }
-            ).decode()
-        )
+        if self.audit:
+            audit(request, who, action, args)
 
     def _region(self, request: web.Request) -> tuple[str, web.Response | None]:
         rid = request.match_info["id"]

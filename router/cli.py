@@ -30,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--config", metavar="FILE", help="TOML config (default: the built-in seed config)")
             sp.add_argument("--strategy", choices=NAMES, help="routing strategy")
             sp.add_argument("--geoip-db", metavar="FILE", help="MaxMind DB (GeoLite2/GeoIP2 Country or City)")
-            sp.add_argument("--workers", type=int, metavar="N", help="worker processes (1 supported)")
+            sp.add_argument("--workers", type=int, metavar="N",
+                            help="worker processes sharing the port (SO_REUSEPORT); default 1")
         sp.add_argument("--listen", metavar="HOST:PORT", help="traffic listener")
         sp.add_argument("--admin", metavar="HOST:PORT", help="admin API listener")
         sp.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
@@ -106,12 +107,6 @@ def serve(args: argparse.Namespace) -> int:
 
     config = _load(args)
     setup_logging(config.log.level)
-    if config.workers != 1:
-        # Operator decisions (strategy, drains) live in one process for now;
-        # scale out with replicas (see README, "Deployment").
-        print("edge-router: --workers > 1 is not supported yet; run one process per core "
-              "as separate replicas", file=sys.stderr)
-        return 2
     try:
         geo = open_geo(config)
     except GeoDatabaseError as exc:
@@ -119,6 +114,12 @@ def serve(args: argparse.Namespace) -> int:
         print("  get a GeoLite2-Country database from MaxMind (see README, 'Geolocation') "
               "or pass --geoip-db FILE", file=sys.stderr)
         return 1
+    if config.workers > 1:
+        from .workers import serve_workers
+
+        if geo is not None:
+            geo.close()  # it opened: each worker opens its own
+        return serve_workers(config)
     install_uvloop()
     asyncio.run(serve_until_signalled(Router(config, geo)))
     return 0

@@ -34,8 +34,16 @@ def open_geo(config: Config) -> GeoReader | None:
 
 
 class Router:
-    def __init__(self, config: Config, geo: GeoReader | None) -> None:
+    """One process's router. As a worker of `serve --workers N` it binds its
+    listener with SO_REUSEPORT beside its siblings, and its admin API (on a
+    private loopback port, with an internal token, no audit) is driven by the
+    supervisor (router/workers.py)."""
+
+    def __init__(self, config: Config, geo: GeoReader | None, *, worker: bool = False,
+                 admin_token: str | None = None) -> None:
         self.config = config
+        self.worker = worker
+        self.admin_token = admin_token if worker else os.environ.get(config.admin.token_env)
         self.geo = geo
         self.clock = Clock()
         self.metrics = Metrics(tuple(r.id for r in config.regions))
@@ -81,28 +89,33 @@ class Router:
             lambda: ClientConnection(proxy, tls),
             cfg.listen.address.host, cfg.listen.address.port,
             ssl=server_ssl, backlog=4096, reuse_address=True,
-            reuse_port=cfg.workers > 1,
+            reuse_port=self.worker,
         )
         self.listen_port = self._server.sockets[0].getsockname()[1]
-        token = os.environ.get(cfg.admin.token_env)
+        token = self.admin_token
         api = AdminAPI(
             self.store, token=token, token_env=cfg.admin.token_env, geo=self.geo,
             metrics_render=self._render_metrics, ready=self.ready, max_in_flight=cfg.breaker.max_in_flight,
+            audit=not self.worker,
         )
         self._admin_runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
         await self._admin_runner.setup()
         site = web.TCPSite(self._admin_runner, cfg.admin.address.host, cfg.admin.address.port, reuse_address=True)
         await site.start()
         self.admin_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        if not token:
+        if not token and not self.worker:
             log.warning("no admin token in $%s: admin mutations are refused (403)", cfg.admin.token_env)
         await self.prober.start()
         self._ticker = asyncio.create_task(self._tick_loop(), name="tick")
-        log.info(
-            "edge-router listening on %s:%d (admin %s:%d), strategy %s, %d regions",
-            cfg.listen.address.host, self.listen_port, cfg.admin.address.host, self.admin_port,
-            self.store.strategy, len(self.store.regions),
-        )
+        if self.worker:
+            log.info("worker %d serving %s:%d (private admin port %d)", os.getpid(),
+                     cfg.listen.address.host, self.listen_port, self.admin_port)
+        else:
+            log.info(
+                "edge-router listening on %s:%d (admin %s:%d), strategy %s, %d regions",
+                cfg.listen.address.host, self.listen_port, cfg.admin.address.host, self.admin_port,
+                self.store.strategy, len(self.store.regions),
+            )
 
     def _render_metrics(self) -> bytes:
         if self.geo is not None:

@@ -7,6 +7,7 @@ strategy's ranker prepared for it. Requests read both once.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Callable
 
@@ -293,6 +294,7 @@ class RegionStore:
             "strategy": self.strategy,
             "version": snap.version,
             "panic": self.panic,
+            "process": {"pid": os.getpid(), "requests": sum(self.metrics.request_counts.values())},
             "default_region": snap.default_region,
             "regions": regions,
         }

@@ -1,0 +1,104 @@
+"""`serve --workers N`: several processes on one port, one admin API, one view."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness import make_config, request, start_router, start_sim, wait_until
+
+GB = {"X-Forwarded-For": "81.2.69.142"}  # -> eu-west-1
+
+
+@pytest.fixture(scope="module")
+def sim():
+    s = start_sim({"us-east-1": 0.0, "us-west-2": 0.0, "eu-west-1": 0.0, "ap-southeast-1": 0.0})
+    yield s
+    s.stop()
+
+
+def requests_total(rp) -> float:
+    text = request(rp.admin, "GET", "/metrics").body.decode()
+    return sum(
+        s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+        if s.name == "edge_router_requests_total"
+    )
+
+
+def test_two_workers_share_the_port_and_act_as_one(sim):
+    rp = start_router(make_config(sim.ports), extra_args=["--workers", "2"])
+    try:
+        state = rp.state()
+        assert len(state["workers"]) == 2 and len({w["pid"] for w in state["workers"]}) == 2
+        # fresh connections: the kernel spreads them over both workers (SO_REUSEPORT)
+        statuses = []
+
+        def burst():
+            for _ in range(50):
+                r = request(rp.port, "GET", "/api/v1/echo", headers=GB)
+                statuses.append((r.status, r.region))
+
+        threads = [threading.Thread(target=burst) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert statuses == [(200, "eu-west-1")] * 200
+        per_worker = [w["requests"] for w in rp.state()["workers"]]
+        assert sum(per_worker) == 200 and min(per_worker) > 0, per_worker
+        assert requests_total(rp) == 200  # /metrics adds the workers up
+
+        # one mutation reaches every worker, and is audited once
+        r = rp.admin_req("POST", "/admin/regions/eu-west-1/disable")
+        assert r.status == 200
+        for _ in range(40):
+            assert request(rp.port, "GET", "/api/v1/echo", headers=GB).region == "us-east-1"
+        assert rp.state()["regions"][2]["disabled"] is True
+        r = rp.admin_req("PUT", "/admin/strategy", {"strategy": "round-robin"})
+        assert r.status == 200 and rp.state()["strategy"] == "round-robin"  # not "mixed:..."
+        audits = [json.loads(line) for line in rp.log().splitlines() if '"audit":true' in line]
+        assert [a["action"] for a in audits] == ["disable", "set_strategy"]
+        assert "test-admin-token" not in rp.log()
+
+        # validation answers are those of one process; nothing is half-applied
+        r = rp.admin_req("PUT", "/admin/strategy", {"strategy": "nope"})
+        assert r.status == 400 and "round-robin" in r.json()["detail"]
+        assert rp.admin_req("POST", "/admin/regions/mars-1/disable").status == 404
+        assert rp.admin_req("POST", "/admin/regions/eu-west-1/enable", token="wrong").status == 401
+        assert rp.state()["strategy"] == "round-robin"
+        assert request(rp.admin, "GET", "/readyz").status == 200
+    finally:
+        assert rp.stop() == 0
+
+
+def test_a_worker_that_dies_takes_the_process_down(sim):
+    rp = start_router(make_config(sim.ports), extra_args=["--workers", "2"])
+    try:
+        victim = rp.state()["workers"][1]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        assert rp.proc.wait(15) == 1
+        assert "exited" in rp.log()
+    finally:
+        rp.stop()
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(sim):
+    rp = start_router(make_config(sim.ports), extra_args=["--workers", "2"])
+    pids = [w["pid"] for w in rp.state()["workers"]]
+    rp.proc.kill()  # SIGKILL: no chance to stop its workers itself
+    rp.proc.wait(10)
+
+    def gone(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{pid}/stat") as f:  # a zombie waiting for init counts as gone
+            return f.read().split(")")[1].split()[0] == "Z"
+
+    wait_until(lambda: all(gone(p) for p in pids), 30, what="workers to exit")
+    rp.stop()
