@@ -38,6 +38,29 @@ def token_fingerprint(token: str) -> str:
     return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
+# The admin API, in one table: the single process and the workers' supervisor
+# (router/workers.py) serve the same routes with handlers of these names.
+ROUTES = (
+    ("GET", "/admin/state", "state"),
+    ("PUT", "/admin/strategy", "set_strategy"),
+    ("POST", "/admin/regions/{id}/drain", "drain"),
+    ("POST", "/admin/regions/{id}/disable", "disable"),
+    ("POST", "/admin/regions/{id}/enable", "enable"),
+    ("GET", "/admin/route", "route"),
+    ("GET", "/metrics", "metrics"),
+    ("GET", "/healthz", "healthz"),
+    ("GET", "/readyz", "readyz"),
+)
+MUTATIONS = ("set_strategy", "drain", "disable", "enable")
+
+
+def build_app(handlers: object) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024)
+    for method, path, name in ROUTES:
+        app.router.add_route(method, path, getattr(handlers, name))
+    return app
+
+
 def authorize(request: web.Request, token: str | None, token_env: str) -> tuple[web.Response | None, str]:
     """(None, token fingerprint) for a good bearer token, else (the 401/403 answer, "")."""
     if token is None:
@@ -85,18 +108,7 @@ class AdminAPI:
         self.max_in_flight = max_in_flight
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024)
-        r = app.router
-        r.add_get("/admin/state", self.state)
-        r.add_put("/admin/strategy", self.set_strategy)
-        r.add_post("/admin/regions/{id}/drain", self.drain)
-        r.add_post("/admin/regions/{id}/disable", self.disable)
-        r.add_post("/admin/regions/{id}/enable", self.enable)
-        r.add_get("/admin/route", self.route)
-        r.add_get("/metrics", self.metrics)
-        r.add_get("/healthz", self.healthz)
-        r.add_get("/readyz", self.readyz)
-        return app
+        return build_app(self)
 
     # -- reads -------------------------------------------------------------------
     async def state(self, request: web.Request) -> web.Response:

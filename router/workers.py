@@ -25,20 +25,13 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from .admin import _error, _json, audit, authorize
+from .admin import MUTATIONS, _error, _json, audit, authorize, build_app
 from .aggregate import merge_metrics, merge_states
 from .config import Address, Config
 from .logs import setup_logging
 from .metrics import CONTENT_TYPE
 
 log = logging.getLogger("edge_router.workers")
-
-_MUTATIONS = (
-    ("PUT", "/admin/strategy", "set_strategy"),
-    ("POST", "/admin/regions/{id}/drain", "drain"),
-    ("POST", "/admin/regions/{id}/disable", "disable"),
-    ("POST", "/admin/regions/{id}/enable", "enable"),
-)
 
 
 def _reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
@@ -140,6 +133,8 @@ class Supervisor:
         self.token = os.environ.get(config.admin.token_env) or None
         self.stopping = False
         self.failed = False  # a worker died on its own
+        for action in MUTATIONS:  # the same routes as one process (admin.ROUTES)
+            setattr(self, action, self._mutation(action))
         self.session: aiohttp.ClientSession | None = None
 
     async def run(self) -> int:
@@ -206,16 +201,7 @@ class Supervisor:
 
     # -- the public admin API ----------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024)
-        r = app.router
-        r.add_get("/admin/state", self.state)
-        r.add_get("/admin/route", self.route)
-        r.add_get("/metrics", self.metrics)
-        r.add_get("/healthz", self.healthz)
-        r.add_get("/readyz", self.readyz)
-        for method, path, action in _MUTATIONS:
-            r.add_route(method, path, self._mutation(action))
-        return app
+        return build_app(self)
 
     async def _get(self, url: str, path: str) -> tuple[int, bytes]:
         async with self.session.get(url + path) as resp:
