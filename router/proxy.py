@@ -267,6 +267,11 @@ class Exchange:
             proxy.store.record_latency(rt, self.upstream_time)
             status = head.status
             if status in RETRY_STATUSES and self.may_retry_after(status):
+                req = self.req
+                if req.body.done and (head.no_body or (head.length is not None and head.length <= 65536)):
+                    # A small answer after a whole request: drain it, keep the connection.
+                    self.conn.discard()
+                    self.conn = None
                 self.drop_region((status, "upstream_error", f"{rt.id} answered {status}"))
                 return
             # Relay: from here on the answer is the client's, whatever happens.

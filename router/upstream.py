@@ -53,7 +53,7 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "loop", "transport", "parser", "region", "pool", "closed",
         "_head", "_headers", "_conn_tokens", "_length", "_chunked",
-        "_sink", "_relaying", "_early", "_complete", "_failed", "_is_head", "_busy",
+        "_sink", "_relaying", "_discarding", "_early", "_complete", "_failed", "_is_head", "_busy",
         "_read_timeout", "_last_io", "_timer",
         "idle_since", "requests", "_reading_paused",
     )
@@ -81,6 +81,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._chunked = False
         self._sink: ResponseSink | None = None
         self._relaying = False
+        self._discarding = False
         self._early: list[bytes] = []
         self._complete = False
         self._failed: BaseException | None = None
@@ -181,14 +182,16 @@ class UpstreamConnection(asyncio.Protocol):
     def on_body(self, data: bytes) -> None:
         if self._relaying:
             self._sink.upstream_body(data)
-        else:
+        elif not self._discarding:
             self._early.append(data)
 
     def on_message_complete(self) -> None:
         if self._head is None:
             return  # end of an interim response
         self._complete = True  # the read timer stays armed: it ignores idle connections
-        if self._relaying:
+        if self._discarding:
+            self.finish()
+        elif self._relaying:
             self._sink.upstream_complete()
 
     # -- used by the proxy --------------------------------------------------
@@ -238,8 +241,20 @@ class UpstreamConnection(asyncio.Protocol):
             and self._failed is None
         )
 
+    def discard(self) -> None:
+        """An answer nobody will read (a 5xx we retry elsewhere): read what is
+        left of it, drop it, and keep the connection rather than reconnect."""
+        self._sink = None
+        self._relaying = False
+        self._early = []
+        if self._complete:
+            self.finish()
+        else:
+            self._discarding = True
+
     def finish(self) -> None:
         """The exchange is over: back to the pool if reusable, else closed."""
+        self._discarding = False
         self._busy = False
         self._sink = None
         self._relaying = False

@@ -250,3 +250,41 @@ def test_pool_hands_on_a_connection_given_to_a_cancelled_waiter():
         pool.close()
 
     asyncio.run(main())
+
+
+def test_discarded_answer_is_read_to_its_end_and_the_connection_kept():
+    from router.pool import Endpoint, UpstreamPool
+    from router.resolver import Resolver
+    from router.upstream import UpstreamConnection
+
+    class Sink:
+        def __init__(self):
+            self.heads = []
+
+        def upstream_head(self, head):
+            self.heads.append(head)
+            conn.discard()  # what the proxy does with a 503 it retries elsewhere
+
+        def upstream_failed(self, exc):
+            raise AssertionError(exc)
+
+    async def main():
+        nonlocal conn
+        loop = asyncio.get_running_loop()
+        pool = UpstreamPool("r", Endpoint.parse("http://127.0.0.1:9"), resolver=Resolver(loop), ssl_context=None,
+                            size=1, wait=1.0, connect_timeout=1.0, read_timeout=5.0, idle_timeout=60.0)
+        conn = UpstreamConnection(loop, "r", 5.0)
+        conn.connection_made(FakeTransport())
+        conn.pool = pool
+        pool._open = 1
+        sink = Sink()
+        conn.begin(False, sink)
+        conn.data_received(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 10\r\n\r\n01234")
+        assert sink.heads[0].status == 503 and pool.idle_connections == 0  # body still coming
+        conn.data_received(b"56789")
+        assert pool.idle_connections == 1 and not conn.closed  # read to its end, back in the pool
+        assert pool.take_idle() is conn
+        pool.close()
+
+    conn = None
+    asyncio.run(main())
