@@ -58,7 +58,7 @@ class Request:
         self.method = "GET"
         self.url = b""
         self.version = "1.1"
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: list[bytes] = []  # forwarded header lines, "Name: value\r\n"
         self.keep_alive = True
         self.host: bytes | None = None
         self.xff: bytes | None = None
@@ -179,7 +179,7 @@ class ClientConnection(asyncio.Protocol):
             raise self._reject
         kind = _SPECIAL.get(name.lower())
         if kind is None:
-            req.headers.append((name, value))
+            req.headers.append(b"%s: %s\r\n" % (name, value))
         elif kind == _HOST:
             if req.host is not None:
                 self._reject = Rejected(400, "bad_header", "more than one Host header")
@@ -204,7 +204,7 @@ class ClientConnection(asyncio.Protocol):
             if value.strip().lower() == b"100-continue":
                 req.expect = True
             else:
-                req.headers.append((name, value))
+                req.headers.append(b"%s: %s\r\n" % (name, value))
         elif kind == _XFPROTO:
             req.xfproto = value
         elif kind == _REQUEST_ID:

@@ -481,11 +481,10 @@ class Exchange:
         req = self.req
         proxy = self.proxy
         tokens = req.conn_tokens
-        parts = []
-        for k, v in req.headers:
-            if tokens and k.lower() in tokens:
-                continue
-            parts.append(b"%s: %s\r\n" % (k, v))
+        if tokens:  # headers the Connection header names are hop-by-hop too
+            parts = [h for h in req.headers if h.split(b":", 1)[0].lower() not in tokens]
+        else:
+            parts = req.headers[:]
         peer = self.client.peer
         if peer.startswith("::ffff:"):
             peer = peer[7:]
@@ -512,7 +511,7 @@ class Exchange:
         req = self.req
         self.status = head.status
         parts = [status_line(head.status)]
-        parts += [b"%s: %s\r\n" % kv for kv in head.headers]
+        parts += head.headers
         close = not req.keep_alive or self.proxy.shutting_down or req.upgrade
         if not head.no_body and head.length is None:
             if req.version == "1.1":

@@ -42,7 +42,7 @@ class ResponseHead:
 
     def __init__(self, status, headers, length, chunked, keep_alive, no_body):
         self.status: int = status
-        self.headers: list[tuple[bytes, bytes]] = headers  # end-to-end only
+        self.headers: list[bytes] = headers  # end-to-end header lines, "Name: value\r\n"
         self.length: int | None = length
         self.chunked: bool = chunked
         self.keep_alive: bool = keep_alive
@@ -75,7 +75,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _reset_exchange(self) -> None:
         self._head: ResponseHead | None = None
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers: list[bytes] = []
         self._conn_tokens: set[bytes] = set()
         self._length: int | None = None
         self._chunked = False
@@ -137,10 +137,10 @@ class UpstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         kind = _SPECIAL.get(name.lower())
         if kind is None:
-            self._headers.append((name, value))
+            self._headers.append(b"%s: %s\r\n" % (name, value))
         elif kind == _LENGTH:
             self._length = int(value)
-            self._headers.append((name, value))  # passed on as is
+            self._headers.append(b"%s: %s\r\n" % (name, value))  # passed on as is
         elif kind == _CHUNKED:
             self._chunked = value.strip().lower().endswith(b"chunked")
         elif kind == _CONNECTION:
@@ -159,7 +159,7 @@ class UpstreamConnection(asyncio.Protocol):
         headers = self._headers
         named = self._conn_tokens - _CONNECTION_OPTIONS
         if named:  # headers the Connection header names are hop-by-hop too
-            headers = [(k, v) for k, v in headers if k.lower() not in named]
+            headers = [h for h in headers if h.split(b":", 1)[0].lower() not in named]
         no_body = self._is_head or no_body_status(status)
         head = ResponseHead(
             status,
