@@ -156,6 +156,11 @@ class Metrics:
             self.strategy_info.remove(self._strategy)
         self.strategy_info.labels(name).set(1)
         self._strategy = name
+        # Series exist at 0 from the start, so that rate() and alerts see them
+        # before the first request (Prometheus practice for known label sets).
+        for region in (*self.regions, "none"):
+            for cls in (2, 3, 4, 5):
+                self.request_counts.setdefault((region, cls, name), 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

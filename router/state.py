@@ -113,6 +113,7 @@ class RegionStore:
         for rule in config.residency:
             for c in rule.countries:
                 self.residency[c] = self.residency.get(c, frozenset()) | frozenset(rule.regions)
+                metrics.residency_refusals.labels(c)  # the series exists at 0 from the start
         self.version = 0
         self.panic = False
         self.snapshot: RegionSnapshot
