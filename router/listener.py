@@ -219,6 +219,9 @@ class ClientConnection(asyncio.Protocol):
         req.method = p.get_method().decode("ascii")
         req.version = p.get_http_version()
         req.keep_alive = p.should_keep_alive() and not req.upgrade
+        if req.version not in ("1.1", "1.0"):
+            self._reject = Rejected(505, "http_version_not_supported", f"HTTP/{req.version} is not spoken here")
+            raise self._reject
         if req.chunked and req.content_length is not None:
             # Request smuggling (RFC 9112 6.1): refuse, never guess.
             self._reject = Rejected(400, "bad_request", "both Content-Length and Transfer-Encoding")
