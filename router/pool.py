@@ -108,11 +108,15 @@ class UpstreamPool:
             conn = idle.pop()  # LIFO: the warmest connection, the coldest time out
             if conn.closed or conn.transport.is_closing():
                 continue
-            if now - conn.idle_since > self._idle_timeout:
+            if now - conn.idle_since > self._idle_limit(conn):
                 conn.close()
                 continue
             return conn
         return None
+
+    def _idle_limit(self, conn: UpstreamConnection) -> float:
+        limit = conn.idle_limit
+        return self._idle_timeout if limit is None else min(limit, self._idle_timeout)
 
     async def acquire(self) -> UpstreamConnection:
         if self._closed:
@@ -232,7 +236,7 @@ class UpstreamPool:
     def _sweep(self) -> None:
         now = self._loop.time()
         for conn in list(self._idle):
-            if now - conn.idle_since > self._idle_timeout:
+            if now - conn.idle_since > self._idle_limit(conn):
                 conn.close()
         if not self._closed:
             self._sweeper = self._loop.call_later(self._idle_timeout / 2, self._sweep)

@@ -17,11 +17,12 @@ from .http1 import HOP_BY_HOP, no_body_status
 
 
 # Response headers the connection handles itself rather than relaying as they are.
-_LENGTH, _CHUNKED, _CONNECTION, _DROP = range(4)
+_LENGTH, _CHUNKED, _CONNECTION, _KEEP_ALIVE, _DROP = range(5)
 _SPECIAL = {
     b"content-length": _LENGTH, b"transfer-encoding": _CHUNKED, b"connection": _CONNECTION,
+    b"keep-alive": _KEEP_ALIVE,
     b"x-edge-region": _DROP, b"x-request-id": _DROP,
-    **{h: _DROP for h in HOP_BY_HOP if h not in (b"connection", b"transfer-encoding")},
+    **{h: _DROP for h in HOP_BY_HOP if h not in (b"connection", b"transfer-encoding", b"keep-alive")},
 }
 # Connection options that name no header.
 _CONNECTION_OPTIONS = frozenset((b"keep-alive", b"close"))
@@ -55,7 +56,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_head", "_headers", "_conn_tokens", "_length", "_chunked",
         "_sink", "_relaying", "_discarding", "_early", "_complete", "_failed", "_is_head", "_busy",
         "_read_timeout", "_last_io", "_timer",
-        "idle_since", "requests", "_reading_paused",
+        "idle_since", "idle_limit", "requests", "_reading_paused",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, region: str, read_timeout: float):
@@ -67,6 +68,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.requests = 0
         self.idle_since = 0.0
+        # Seconds the region keeps this connection open while idle, when it says
+        # so (Keep-Alive: timeout=N); reusing it later would race its close.
+        self.idle_limit: float | None = None
         self._read_timeout = read_timeout
         self._last_io = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -145,7 +149,16 @@ class UpstreamConnection(asyncio.Protocol):
             self._chunked = value.strip().lower().endswith(b"chunked")
         elif kind == _CONNECTION:
             self._conn_tokens |= {t.strip().lower() for t in value.split(b",")}
+        elif kind == _KEEP_ALIVE:
+            self._read_keep_alive(value)
         # _DROP: other hop-by-hop headers, and the two the router sets itself
+
+    def _read_keep_alive(self, value: bytes) -> None:
+        for param in value.split(b","):
+            key, _, number = param.partition(b"=")
+            if key.strip().lower() == b"timeout" and number.strip().isdigit():
+                # a second early: the region's clock and ours are not the same
+                self.idle_limit = max(0.0, int(number.strip()) - 1.0)
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()

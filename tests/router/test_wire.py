@@ -293,3 +293,41 @@ def test_discarded_answer_is_read_to_its_end_and_the_connection_kept():
 
     conn = None
     asyncio.run(main())
+
+
+def test_region_keep_alive_timeout_bounds_reuse():
+    from router.pool import Endpoint, UpstreamPool
+    from router.resolver import Resolver
+    from router.upstream import UpstreamConnection
+
+    class Sink:
+        def upstream_head(self, head):
+            conn.relay()
+
+        def upstream_body(self, data):
+            pass
+
+        def upstream_flush(self):
+            pass
+
+        def upstream_complete(self):
+            conn.finish()
+
+    async def main():
+        nonlocal conn
+        loop = asyncio.get_running_loop()
+        pool = UpstreamPool("r", Endpoint.parse("http://127.0.0.1:9"), resolver=Resolver(loop), ssl_context=None,
+                            size=1, wait=1.0, connect_timeout=1.0, read_timeout=5.0, idle_timeout=60.0)
+        conn = UpstreamConnection(loop, "r", 5.0)
+        conn.connection_made(FakeTransport())
+        conn.pool = pool
+        pool._open = 1
+        conn.begin(False, Sink())
+        conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5, max=100\r\n\r\nok")
+        assert conn.idle_limit == 4.0 and pool.idle_connections == 1
+        conn.idle_since -= 4.5  # idle past what the region promised (less a second)
+        assert pool.take_idle() is None and conn.closed
+        pool.close()
+
+    conn = None
+    asyncio.run(main())
