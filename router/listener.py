@@ -21,7 +21,8 @@ from .http1 import (
 )
 
 if TYPE_CHECKING:
-    from .proxy import Exchange, Proxy
+    from .exchange import Exchange
+    from .proxy import Proxy
 
 log = logging.getLogger("edge_router.listener")
 

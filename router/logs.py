@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, TextIO
 import orjson
 
 if TYPE_CHECKING:
-    from .proxy import Exchange
+    from .exchange import Exchange
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
