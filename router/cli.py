@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # a port in use, a certificate that cannot be read, ...
+        print(f"edge-router: cannot start: {exc}", file=sys.stderr)
+        return 1
     return 1
 
 

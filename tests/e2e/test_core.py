@@ -579,3 +579,16 @@ def test_client_leaving_mid_request_frees_everything():
     finally:
         r.stop()
         s2.stop()
+
+
+def test_port_in_use_is_a_clear_error(tmp_path, sim):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(make_config(sim.ports))
+        p = run_cli("serve", "--config", str(cfg), "--listen", f"127.0.0.1:{busy.getsockname()[1]}")
+        assert p.returncode == 1 and "address already in use" in p.stderr and "Traceback" not in p.stderr
+    finally:
+        busy.close()
