@@ -227,19 +227,25 @@ def test_wire_helpers():
     assert body == b'{"error":"no_region","detail":"all down"}'
 
 
-def test_pool_hands_on_a_connection_given_to_a_cancelled_waiter():
+def pool_with_one_connection(wait: float = 1.0):
+    """A one-slot pool (in a running loop) and the connection that holds its slot."""
     from router.pool import Endpoint, UpstreamPool
     from router.resolver import Resolver
     from router.upstream import UpstreamConnection
 
+    loop = asyncio.get_running_loop()
+    pool = UpstreamPool("r", Endpoint.parse("http://127.0.0.1:9"), resolver=Resolver(loop), ssl_context=None,
+                        size=1, wait=wait, connect_timeout=1.0, read_timeout=5.0, idle_timeout=60.0)
+    conn = UpstreamConnection(loop, "r", 5.0)
+    conn.connection_made(FakeTransport())
+    conn.pool = pool
+    pool._open = 1
+    return pool, conn
+
+
+def test_pool_hands_on_a_connection_given_to_a_cancelled_waiter():
     async def main():
-        loop = asyncio.get_running_loop()
-        pool = UpstreamPool("r", Endpoint.parse("http://127.0.0.1:9"), resolver=Resolver(loop), ssl_context=None,
-                            size=1, wait=5.0, connect_timeout=1.0, read_timeout=5.0, idle_timeout=60.0)
-        busy = UpstreamConnection(loop, "r", 5.0)
-        busy.connection_made(FakeTransport())
-        busy.pool = pool
-        pool._open = 1  # the only slot is taken by `busy`
+        pool, busy = pool_with_one_connection(wait=5.0)  # the only slot is taken by `busy`
         first = asyncio.ensure_future(pool.acquire())
         second = asyncio.ensure_future(pool.acquire())
         await asyncio.sleep(0)
@@ -258,10 +264,6 @@ def test_pool_hands_on_a_connection_given_to_a_cancelled_waiter():
 
 
 def test_discarded_answer_is_read_to_its_end_and_the_connection_kept():
-    from router.pool import Endpoint, UpstreamPool
-    from router.resolver import Resolver
-    from router.upstream import UpstreamConnection
-
     class Sink:
         def __init__(self):
             self.heads = []
@@ -275,13 +277,7 @@ def test_discarded_answer_is_read_to_its_end_and_the_connection_kept():
 
     async def main():
         nonlocal conn
-        loop = asyncio.get_running_loop()
-        pool = UpstreamPool("r", Endpoint.parse("http://127.0.0.1:9"), resolver=Resolver(loop), ssl_context=None,
-                            size=1, wait=1.0, connect_timeout=1.0, read_timeout=5.0, idle_timeout=60.0)
-        conn = UpstreamConnection(loop, "r", 5.0)
-        conn.connection_made(FakeTransport())
-        conn.pool = pool
-        pool._open = 1
+        pool, conn = pool_with_one_connection()
         sink = Sink()
         conn.begin(False, sink)
         conn.data_received(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 10\r\n\r\n01234")
@@ -296,10 +292,6 @@ def test_discarded_answer_is_read_to_its_end_and_the_connection_kept():
 
 
 def test_region_keep_alive_timeout_bounds_reuse():
-    from router.pool import Endpoint, UpstreamPool
-    from router.resolver import Resolver
-    from router.upstream import UpstreamConnection
-
     class Sink:
         def upstream_head(self, head):
             conn.relay()
@@ -315,13 +307,7 @@ def test_region_keep_alive_timeout_bounds_reuse():
 
     async def main():
         nonlocal conn
-        loop = asyncio.get_running_loop()
-        pool = UpstreamPool("r", Endpoint.parse("http://127.0.0.1:9"), resolver=Resolver(loop), ssl_context=None,
-                            size=1, wait=1.0, connect_timeout=1.0, read_timeout=5.0, idle_timeout=60.0)
-        conn = UpstreamConnection(loop, "r", 5.0)
-        conn.connection_made(FakeTransport())
-        conn.pool = pool
-        pool._open = 1
+        pool, conn = pool_with_one_connection()
         conn.begin(False, Sink())
         conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5, max=100\r\n\r\nok")
         assert conn.idle_limit == 4.0 and pool.idle_connections == 1
