@@ -126,34 +126,37 @@ class Simulator:
         _stop(self.proc)
 
 
-def _toml(v) -> str:
+def toml_value(v) -> str:
+    """A TOML literal for a bool, number, string or list of them."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
         return json.dumps(v)
-    return "[" + ", ".join(_toml(x) for x in v) + "]"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    raise TypeError(v)
 
 
 def router_config(ports: dict[str, int], sc: Scenario) -> str:
     lines = [
-        f"default_region = {_toml(HOME)}", 'strategy = "geographic"',
+        f"default_region = {toml_value(HOME)}", 'strategy = "geographic"',
         "[listen]", 'address = "127.0.0.1:0"',
         "[admin]", 'address = "127.0.0.1:0"',
         # No GeoIP database: every client is a client of the default region.
         "[geo]", 'database = ""', "[probe]",
     ]
-    lines += [f"{k} = {_toml(v)}" for k, v in sc.probe.items()]
+    lines += [f"{k} = {toml_value(v)}" for k, v in sc.probe.items()]
     lines.append("[breaker]")
-    lines += [f"{k} = {_toml(v)}" for k, v in sc.breaker.items()]
+    lines += [f"{k} = {toml_value(v)}" for k, v in sc.breaker.items()]
     for rid, port in ports.items():
         lines += [
-            "[[regions]]", f"id = {_toml(rid)}",
-            f"role = {_toml('primary' if rid == HOME else 'standby')}",
-            f"api = {_toml(f'http://127.0.0.1:{port}')}",
-            f"health = {_toml(f'http://127.0.0.1:{port}/api/v1/health')}",
-            f"failover = {_toml(FAILOVER[rid])}",
+            "[[regions]]", f"id = {toml_value(rid)}",
+            f"role = {toml_value('primary' if rid == HOME else 'standby')}",
+            f"api = {toml_value(f'http://127.0.0.1:{port}')}",
+            f"health = {toml_value(f'http://127.0.0.1:{port}/api/v1/health')}",
+            f"failover = {toml_value(FAILOVER[rid])}",
         ]
     return "\n".join(lines) + "\n"
 

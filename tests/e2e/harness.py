@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from bench.failover import toml_value
+
 REPO = Path(__file__).resolve().parents[2]
 GEO_DIR = REPO / "tests" / "data" / "geo"
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1", "ap-southeast-1")
@@ -134,16 +136,7 @@ def _read_line(proc: subprocess.Popen, timeout: float) -> str:
     return line
 
 
-def toml_str(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(toml_str(x) for x in v) + "]"
-    raise TypeError(v)
+toml_str = toml_value  # one TOML literal writer, bench/failover.py's
 
 
 FAILOVER = {
