@@ -111,6 +111,19 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StateConfig:
+    """[state]: where operator decisions live (memory | file | redis)."""
+
+    backend: str = "memory"  # memory | file | redis
+    path: str | None = None  # file backend: the JSON file (written atomically)
+    url: str | None = None  # redis backend: redis://host:port/db or rediss://...
+    key_prefix: str = "edge-router:"
+    tls_ca: str | None = None  # rediss: CA bundle to verify the server
+    tls_cert: str | None = None  # rediss: client certificate
+    tls_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RegionConfig:
     id: str
     api: str
@@ -143,6 +156,7 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     least_latency: LeastLatencyConfig = LeastLatencyConfig()
     log: LogConfig = LogConfig()
+    state: StateConfig = StateConfig()
     residency: tuple[ResidencyRule, ...] = ()
     workers: int = 1
 
@@ -364,6 +378,11 @@ _LEAST_LATENCY = {
     "dwell": _duration(allow_zero=True), "relative_margin": _number(allow_low=True),
     "absolute_margin": _duration(allow_zero=True),
 }
+STATE_BACKENDS = ("memory", "file", "redis")
+_STATE = {
+    "backend": _choice(STATE_BACKENDS, "state backend"), "path": _string, "url": _string,
+    "key_prefix": _string, "tls_ca": _string, "tls_cert": _string, "tls_key": _string,
+}
 _REGION = {
     "id": _string, "api": _url, "health": _url, "provider": _string,
     "role": _choice(ROLES, "role"), "failover": _string_list, "weight": _number(),
@@ -374,7 +393,7 @@ _TOP = {
     "default_region": _string, "strategy": _choice(STRATEGIES, "strategy"),
     "workers": _integer(1), "listen": dict, "admin": dict, "geo": dict, "probe": dict,
     "breaker": dict, "limits": dict, "log": dict, "regions": list, "residency": list,
-    "least_latency": dict,
+    "least_latency": dict, "state": dict,
 }
 
 
@@ -461,6 +480,8 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     limits = c.table(top.get("limits", {}), "limits", _LIMITS)
     log = c.table(top.get("log", {}), "log", _LOG)
     least_latency = c.table(top.get("least_latency", {}), "least_latency", _LEAST_LATENCY)
+    state = c.table(top.get("state", {}), "state", _STATE)
+    _check_state(c, state)
 
     raw_regions = top.get("regions", [])
     if isinstance(data, dict) and not data.get("regions"):
@@ -492,9 +513,23 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         limits=LimitsConfig(**limits),
         least_latency=LeastLatencyConfig(**least_latency),
         log=LogConfig(**log),
+        state=StateConfig(**state),
         residency=residency,
         workers=top.get("workers", 1),
     )
+
+
+def _check_state(c: _Checker, state: dict[str, Any]) -> None:
+    backend = state.get("backend", StateConfig().backend)
+    if backend == "file" and "path" not in state:
+        c.add("state.path", "required when state.backend is \"file\"")
+    if backend == "redis":
+        url = state.get("url")
+        if url is None:
+            c.add("state.url", "required when state.backend is \"redis\"")
+        elif not url.startswith(("redis://", "rediss://")):
+            c.add("state.url", f"bad URL {url!r} (need redis://host:port/db or rediss://...)")
+    c.pair(state, "state", "tls_cert", "tls_key")
 
 
 def _names(ids: set[str]) -> str:

@@ -18,7 +18,7 @@ from policies.model import CLOSED, OPEN, RegionSnapshot, RegionView
 from .breaker import CircuitBreaker
 from .clock import Clock
 from .config import Config, RegionConfig
-from .decisions import DecisionStore, Decisions, drain_factor
+from .store.model import Decisions, DecisionSource, drain_factor
 from .ewma import Ewma
 from .health import HealthState
 from .metrics import BREAKER_VALUES, Metrics, RegionMetrics
@@ -88,7 +88,7 @@ class RegionStore:
     def __init__(
         self,
         config: Config,
-        decisions: DecisionStore,
+        decisions: DecisionSource,
         metrics: Metrics,
         clock: Clock,
         wall: Callable[[], float] = time.time,
@@ -98,22 +98,9 @@ class RegionStore:
         self.metrics = metrics
         self.clock = clock
         self._wall = wall
-        self.regions: dict[str, RegionRuntime] = {}
-        for rc in config.regions:
-            rt = RegionRuntime(
-                rc,
-                CircuitBreaker(config.breaker),
-                HealthState(config.probe.fall, config.probe.rise),
-                metrics.region_bound(rc.id),
-            )
-            self.regions[rc.id] = rt
+        self.regions: dict[str, RegionRuntime] = {rc.id: self._runtime(rc) for rc in config.regions}
         metrics.in_flight = lambda: {rid: rt.in_flight for rid, rt in self.regions.items()}
-        self.country_home = dict(config.country_home)
-        self.residency: dict[str, frozenset[str]] = {}
-        for rule in config.residency:
-            for c in rule.countries:
-                self.residency[c] = self.residency.get(c, frozenset()) | frozenset(rule.regions)
-                metrics.residency_refusals.labels(c)  # the series exists at 0 from the start
+        self._maps()
         self.version = 0
         self.panic = False
         self.snapshot: RegionSnapshot
@@ -122,6 +109,43 @@ class RegionStore:
         self._policy: Policy | None = None
         self.listeners: list[Callable[[RegionSnapshot], None]] = []
         self.publish()
+
+    def _runtime(self, rc: RegionConfig) -> RegionRuntime:
+        config = self.config
+        return RegionRuntime(
+            rc,
+            CircuitBreaker(config.breaker),
+            HealthState(config.probe.fall, config.probe.rise),
+            self.metrics.region_bound(rc.id),
+        )
+
+    def _maps(self) -> None:
+        """The country map and residency rules, from self.config."""
+        self.country_home = dict(self.config.country_home)
+        self.residency: dict[str, frozenset[str]] = {}
+        for rule in self.config.residency:
+            for c in rule.countries:
+                self.residency[c] = self.residency.get(c, frozenset()) | frozenset(rule.regions)
+                self.metrics.residency_refusals.labels(c)  # the series exists at 0 from the start
+
+    def reconfigure(self, config: Config) -> list[RegionRuntime]:
+        """A reloaded config. A region whose settings (and breaker and rise/fall
+        settings) are unchanged keeps its live state; a changed or new one starts
+        fresh. Returns the runtimes no longer used: the caller drains their pools."""
+        fresh_verdicts = (config.breaker != self.config.breaker
+                          or (config.probe.fall, config.probe.rise) != (self.config.probe.fall, self.config.probe.rise))
+        old = self.regions
+        self.config = config
+        regions = {}
+        for rc in config.regions:
+            rt = old.get(rc.id)
+            regions[rc.id] = rt if rt is not None and rt.config == rc and not fresh_verdicts else self._runtime(rc)
+        self.metrics.regions = tuple(regions)
+        self.regions = regions
+        self._maps()
+        self._policy = None  # made again: strategy settings may have changed
+        self.publish()
+        return [rt for rid, rt in old.items() if regions.get(rid) is not rt]
 
     # -- publication -----------------------------------------------------------
     def publish(self) -> RegionSnapshot:
@@ -162,14 +186,15 @@ class RegionStore:
             rt.disabled = rt.id in d.disabled
             rt.draining = drain is not None and not rt.disabled
             rt.admit = 1.0 if weighted and factor > 0 else factor
-            rt.effective_weight = rt.config.weight * factor
+            weight = d.weights.get(rt.id, rt.config.weight)
+            rt.effective_weight = weight * factor
             rt.health_excluded = rt.health.healthy is False and not panic
             state = rt.breaker.state(now)
             views.append(
                 RegionView(
                     id=rt.id,
                     failover=rt.config.failover,
-                    weight=rt.config.weight,
+                    weight=weight,
                     effective_weight=rt.effective_weight,
                     healthy=rt.health.healthy,
                     breaker=state,

@@ -56,7 +56,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _worker(config: Config, internal_token: str, report_fd: int) -> int:
+def _worker(config: Config, internal_token: str, report_fd: int, reload_source=None) -> int:
     """In the child: run one router; report its private admin port on the pipe."""
     from .server import Router, install_uvloop, open_geo, serve_until_signalled
 
@@ -68,12 +68,25 @@ def _worker(config: Config, internal_token: str, report_fd: int) -> int:
         os.write(report_fd, b"%d\n" % router.admin_port)
         os.close(report_fd)
 
-    asyncio.run(serve_until_signalled(Router(config, open_geo(config), worker=True,
-                                             admin_token=internal_token), on_ready=ready))
+    asyncio.run(serve_until_signalled(Router(config, open_geo(config), worker=True, admin_token=internal_token,
+                                             reload_source=_worker_reload(reload_source, config)), on_ready=ready))
     return 0
 
 
-def run_workers(config: Config, n: int) -> int:
+def _worker_reload(reload_source, config: Config):
+    """A worker reloads the file as the supervisor does, keeping its own
+    addresses (the shared port, its private admin port): the supervisor
+    reports what needs a restart."""
+    if reload_source is None:
+        return None
+
+    def load() -> Config:
+        return replace(reload_source(), listen=config.listen, admin=config.admin, workers=config.workers)
+
+    return load
+
+
+def run_workers(config: Config, n: int, reload_source=None) -> int:
     """Fork n workers, then supervise them until SIGTERM/SIGINT. The exit code."""
     holder, port = _reserve_port(config.listen.address.host, config.listen.address.port)
     worker_cfg = replace(
@@ -91,7 +104,7 @@ def run_workers(config: Config, n: int) -> int:
             holder.close()
             code = 1
             try:
-                code = _worker(worker_cfg, internal, w)
+                code = _worker(worker_cfg, internal, w, reload_source)
             except BaseException:  # noqa: BLE001 - whatever happens, never return into the parent's code
                 logging.getLogger("edge_router.workers").exception("worker failed")
             finally:
@@ -112,7 +125,9 @@ def run_workers(config: Config, n: int) -> int:
     from .server import install_uvloop
 
     install_uvloop()
-    return asyncio.run(Supervisor(config, port, [p for p, _ in children], ports, internal).run())
+    supervisor = Supervisor(config, port, [p for p, _ in children], ports, internal)
+    supervisor.reload_source = reload_source
+    return asyncio.run(supervisor.run())
 
 
 def _terminate(pids: list[int]) -> None:
@@ -136,12 +151,24 @@ class Supervisor:
         for action in MUTATIONS:  # the same routes as one process (admin.ROUTES)
             setattr(self, action, self._mutation(action))
         self.session: aiohttp.ClientSession | None = None
+        self.reload_source = None  # set by run_workers when serving a config file
+        # With a shared store every worker follows it like any replica: a decision
+        # goes to one worker, which commits it; the others apply it from the store.
+        self.shared_store = config.state.backend == "redis"
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        reloads: set[asyncio.Task] = set()
+
+        def on_hup() -> None:
+            task = loop.create_task(self._reload_all())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await runner.setup()
@@ -233,6 +260,72 @@ class Supervisor:
             return _json({"status": "ready"})
         return _json({"status": "not ready"}, 503)
 
+    async def reload(self, request: web.Request) -> web.Response:
+        denied, who = authorize(request, self.token, self.config.admin.token_env)
+        if denied:
+            return denied
+        if self.reload_source is None:
+            return _error(409, "no_config_file", "this router runs the built-in default config: nothing to reload")
+        result = await self._reload_all()
+        audit(request, who, "reload", {"ok": result["ok"]})
+        if not result["ok"]:
+            return _json({"error": "invalid_config", "detail": "the running config is kept",
+                          "problems": result["problems"]}, 400)
+        return _json(result)
+
+    async def _reload_all(self) -> dict:
+        """Validate here (problems reported once), then every worker reloads."""
+        from .config import ConfigError
+        from .reload import plan_reload
+
+        if self.reload_source is None:
+            log.warning("SIGHUP: this router runs the built-in default config; nothing to reload")
+            return {"ok": False, "problems": ["no config file"]}
+        try:
+            loaded = self.reload_source()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("config reload refused, running config kept: %s", problem)
+            # The workers check the same file and keep their config too (and set the metric).
+            await self._post_all("/admin/reload")
+            return {"ok": False, "problems": exc.problems}
+        plan = plan_reload(self.config, loaded)
+        answers = await self._post_all("/admin/reload")
+        results = [orjson.loads(body) if status < 500 else {"ok": False, "problems": [body.decode()]}
+                   for status, body in answers]
+        bad = [r for r in results if not r.get("ok", False)]
+        if bad:
+            return {"ok": False, "problems": sorted({p for r in bad for p in r.get("problems", ["?"])})}
+        self.config = plan.config
+        merged = dict(results[0])
+        merged["needs_restart"] = list(plan.needs_restart)
+        merged["workers"] = len(results)
+        return merged
+
+    async def _post_all(self, path: str, body: bytes = b"") -> list[tuple[int, bytes]]:
+        headers = {"Authorization": f"Bearer {self.internal}", "Content-Type": "application/json"}
+
+        async def post(url: str) -> tuple[int, bytes]:
+            try:
+                async with self.session.post(url + path, data=body, headers=headers) as resp:
+                    return resp.status, await resp.read()
+            except aiohttp.ClientError as exc:
+                return 502, f"worker {url}: {exc}".encode()
+
+        return list(await asyncio.gather(*(post(u) for u in self.urls)))
+
+    async def _converge(self, version: int, timeout: float = 2.0) -> None:
+        """Wait (bounded) until every worker applied the store's version: the
+        answer then means "in force in this whole process tree"."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        pending = list(self.urls[1:])
+        while pending and asyncio.get_running_loop().time() < deadline:
+            states = await asyncio.gather(*(self._get(u, "/admin/state") for u in pending), return_exceptions=True)
+            pending = [u for u, st in zip(pending, states)
+                       if isinstance(st, BaseException) or orjson.loads(st[1])["decisions"]["version"] < version]
+            if pending:
+                await asyncio.sleep(0.01)
+
     def _mutation(self, action: str):
         async def handler(request: web.Request) -> web.Response:
             denied, who = authorize(request, self.token, self.config.admin.token_env)
@@ -240,10 +333,16 @@ class Supervisor:
                 return denied
             body = await request.read()
             headers = {"Authorization": f"Bearer {self.internal}", "Content-Type": "application/json"}
+            try:
+                parsed = orjson.loads(body) if body.strip() else {}
+            except orjson.JSONDecodeError:
+                parsed = None  # worker 0 answers the 400
+            local = isinstance(parsed, dict) and parsed.get("scope") == "local"
             # The first worker validates (the same 400/404 answers as one process);
-            # only then do the others follow.
+            # only then do the others follow -- unless the store carries it to them.
+            targets = self.urls[:1] if self.shared_store and not local else self.urls
             answers = []
-            for i, url in enumerate(self.urls):
+            for i, url in enumerate(targets):
                 try:
                     async with self.session.request(request.method, url + request.path, data=body,
                                                     headers=headers) as resp:
@@ -257,19 +356,21 @@ class Supervisor:
                 failed = [i for i, (s, _) in enumerate(answers) if s >= 300]
                 if failed:
                     return _error(502, "partial", f"workers {failed} refused what worker 0 accepted")
-                args = orjson.loads(body) if body.strip() else {}
+                if len(targets) < len(self.urls):
+                    await self._converge(orjson.loads(first).get("version", 0))
+                args = parsed if isinstance(parsed, dict) else {}
                 if "id" in request.match_info:
-                    args = {"region": request.match_info["id"], **(args if isinstance(args, dict) else {})}
+                    args = {"region": request.match_info["id"], **args}
                 audit(request, who, action, args)
             return web.Response(body=first, status=status, content_type="application/json")
 
         return handler
 
 
-def serve_workers(config: Config) -> int:
+def serve_workers(config: Config, reload_source=None) -> int:
     setup_logging(config.log.level)
     try:
-        return run_workers(config, config.workers)
+        return run_workers(config, config.workers, reload_source)
     except OSError as exc:
         print(f"edge-router: cannot start: {exc}", file=sys.stderr)
         return 1
