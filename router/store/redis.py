@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import Callable
 
@@ -65,7 +66,7 @@ class RedisDecisionStore:
         # reconnects and catches up, and a mutation answers 503 quickly.
         self.client = aioredis.Redis.from_url(
             url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
-            retry=Retry(NoBackoff(), 0), health_check_interval=10, client_name=f"edge-router {replica}", **tls,
+            retry=Retry(NoBackoff(), 0), health_check_interval=10, client_name="edge-router:" + re.sub(r"[^A-Za-z0-9._:-]", "_", replica), **tls,
         )
 
     def current(self) -> Decisions:
