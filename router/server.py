@@ -45,6 +45,9 @@ class Router:
                  admin_token: str | None = None, reload_source: Callable[[], Config] | None = None) -> None:
         self.config = config
         self.worker = worker
+        # A worker does not probe: the supervisor probes once for the whole process
+        # tree and hands the verdicts to every worker (router/workers.py).
+        self.probing = not worker
         self.admin_token = admin_token if worker else os.environ.get(config.admin.token_env)
         self.geo = geo
         self.clock = Clock()
@@ -112,14 +115,20 @@ class Router:
             audit=not self.worker,
         )
         self._api = api
-        self._admin_runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+        app = api.app()
+        if self.worker:
+            from .workers import add_verdict_route
+
+            add_verdict_route(app, self)
+        self._admin_runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._admin_runner.setup()
         site = web.TCPSite(self._admin_runner, cfg.admin.address.host, cfg.admin.address.port, reuse_address=True)
         await site.start()
         self.admin_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         if not token and not self.worker:
             log.warning("no admin token in $%s: admin mutations are refused (403)", cfg.admin.token_env)
-        await self.prober.start()
+        if self.probing:
+            await self.prober.start()
         self._ticker = asyncio.create_task(self._tick_loop(), name="tick")
         if self.worker:
             log.info("worker %d serving %s:%d (private admin port %d)", os.getpid(),
@@ -173,7 +182,8 @@ class Router:
                 self._api.max_in_flight = plan.config.breaker.max_in_flight
             await self.prober.stop()
             self.prober = Prober(plan.config, self.store)
-            await self.prober.start()
+            if self.probing:
+                await self.prober.start()
             problems = []
             for hook in self.reload_hooks:
                 try:

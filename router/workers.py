@@ -27,11 +27,60 @@ from aiohttp import web
 
 from .admin import MUTATIONS, _error, _json, audit, authorize, build_app
 from .aggregate import merge_metrics, merge_states
+from .clock import Clock
 from .config import Address, Config
 from .logs import setup_logging
-from .metrics import CONTENT_TYPE
+from .metrics import CONTENT_TYPE, Metrics
+from .prober import Prober
+from .state import RegionRuntime, RegionStore
+from .store import MemoryDecisionStore
 
 log = logging.getLogger("edge_router.workers")
+
+
+# -- one prober per process tree -------------------------------------------------------
+VERDICTS_PATH = "/internal/verdicts"
+
+
+class VerdictFanout(RegionStore):
+    """The supervisor's own region store: its prober's results drive the
+    supervisor's probe cadence (rise/fall, fast and down intervals) and are
+    handed, as raw results, to every worker, whose own HealthState reaches the
+    same verdict. So N workers cost one probe per interval, not N."""
+
+    def __init__(self, config: Config, send) -> None:
+        super().__init__(config, MemoryDecisionStore(config.strategy), Metrics(tuple(r.id for r in config.regions)),
+                         Clock())
+        self.send = send
+
+    def record_probe(self, rt: RegionRuntime, ok: bool, latency: float | None) -> None:
+        super().record_probe(rt, ok, latency)
+        self.send({"region": rt.id, "ok": ok})
+
+    def record_latency(self, rt: RegionRuntime, seconds: float) -> None:
+        super().record_latency(rt, seconds)
+        self.send({"region": rt.id, "latency": seconds})
+
+
+def add_verdict_route(app: web.Application, router) -> None:
+    """In a worker: the supervisor's probe results, applied as if probed here."""
+
+    async def verdicts(request: web.Request) -> web.Response:
+        denied, _ = authorize(request, router.admin_token, "internal")
+        if denied:
+            return denied
+        store = router.store
+        for v in orjson.loads(await request.read()):
+            rt = store.regions.get(v["region"])
+            if rt is None:
+                continue  # a region this worker does not know (mid-reload)
+            if "ok" in v:
+                store.record_probe(rt, v["ok"], None)
+            else:
+                store.record_latency(rt, v["latency"])
+        return _json({"ok": True})
+
+    app.router.add_post(VERDICTS_PATH, verdicts)
 
 
 def _reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
@@ -155,6 +204,9 @@ class Supervisor:
         # With a shared store every worker follows it like any replica: a decision
         # goes to one worker, which commits it; the others apply it from the store.
         self.shared_store = config.state.backend == "redis"
+        self._verdicts: list[dict] = []
+        self._flush: asyncio.Task | None = None
+        self.prober: Prober | None = None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -170,6 +222,7 @@ class Supervisor:
 
         loop.add_signal_handler(signal.SIGHUP, on_hup)
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        await self._start_prober(self.config)
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await runner.setup()
         a = self.config.admin.address
@@ -187,6 +240,8 @@ class Supervisor:
         await stop.wait()
         self.stopping = True  # /readyz answers 503 from now on
         watch.cancel()
+        if self.prober is not None:
+            await self.prober.stop()
         log.info("shutting down %d workers", len(self.pids))
         code = await self._stop_workers()
         await runner.cleanup()
@@ -297,10 +352,31 @@ class Supervisor:
         if bad:
             return {"ok": False, "problems": sorted({p for r in bad for p in r.get("problems", ["?"])})}
         self.config = plan.config
+        await self._start_prober(plan.config)
         merged = dict(results[0])
         merged["needs_restart"] = list(plan.needs_restart)
         merged["workers"] = len(results)
         return merged
+
+    async def _start_prober(self, config: Config) -> None:
+        if self.prober is not None:
+            await self.prober.stop()
+        self.prober = Prober(config, VerdictFanout(config, self._queue_verdict))
+        await self.prober.start()
+
+    def _queue_verdict(self, verdict: dict) -> None:
+        """Results of one event-loop turn go to the workers in one POST each."""
+        self._verdicts.append(verdict)
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.get_running_loop().create_task(self._send_verdicts())
+
+    async def _send_verdicts(self) -> None:
+        await asyncio.sleep(0)
+        batch, self._verdicts = self._verdicts, []
+        answers = await self._post_all(VERDICTS_PATH, orjson.dumps(batch))
+        for url, (status, body) in zip(self.urls, answers):
+            if status != 200:
+                log.warning("probe results not delivered to worker %s: %s", url, body[:200])
 
     async def _post_all(self, path: str, body: bytes = b"") -> list[tuple[int, bytes]]:
         headers = {"Authorization": f"Bearer {self.internal}", "Content-Type": "application/json"}

@@ -189,3 +189,38 @@ def test_sighup_reload_bad_file_keeps_serving_good_file_swaps_map_mid_download(s
     # POST /admin/reload: the same, answered with a summary.
     r = rp.admin_req("POST", "/admin/reload")
     assert r.status == 200 and r.json()["ok"] is True and r.json()["changed"] == [], r.body
+
+
+def test_workers_follow_the_store_and_probe_once_per_process_tree(sim, redis_server, router_factory):
+    w = router_factory(redis_config(sim, redis_server.url), extra_args=["--workers", "3"])
+    other = router_factory(redis_config(sim, redis_server.url))
+    # One decision, sent to the supervisor: in force in every worker and on the other replica.
+    assert w.admin_req("POST", "/admin/regions/eu-west-1/disable").status == 200
+    st = w.state()
+    assert region(st, "eu-west-1")["disabled"] and st["decisions"]["version"] == 1
+    assert len(st["workers"]) == 3
+    for _ in range(30):  # fresh connections: spread over the three workers
+        assert w.get(API, headers=GB).region == "us-east-1"
+    wait_until(lambda: region(other.state(), "eu-west-1")["disabled"], 1.0, 0.01, "the other replica")
+    assert other.admin_req("PUT", "/admin/strategy", {"strategy": "round-robin"}).status == 200
+    wait_until(lambda: w.state()["strategy"] == "round-robin", 1.0, 0.01, "all workers")  # not "mixed:"
+    audits = [json.loads(line) for line in w.log().splitlines() if '"audit":true' in line]
+    assert [a["action"] for a in audits] == ["disable"]  # once, by the supervisor
+    # Probing: one prober for the tree (3 workers would otherwise triple it).
+    # Health and latency probes every 1s: about 2 per second per region.
+    other.stop()
+    sim.reset_stats("us-west-2")
+    time.sleep(4.0)
+    probes = sim.stats("us-west-2")["by_path"].get("/api/v1/health", 0)
+    assert 3 <= probes <= 14, probes
+    assert all(region(w.state(), rid)["healthy"] for rid in REGIONS)  # verdicts reach every worker
+    # Reload through the supervisor: every worker swaps the map.
+    cfg_path = _config_path(w)
+    cfg_path.write_text(cfg_path.read_text().replace('["GB", ', "[").replace(
+        '"ap-southeast-1" = ["AU"', '"ap-southeast-1" = ["GB", "AU"'))
+    assert w.admin_req("POST", "/admin/regions/eu-west-1/enable").status == 200
+    assert w.admin_req("PUT", "/admin/strategy", {"strategy": "geographic"}).status == 200
+    r = w.admin_req("POST", "/admin/reload")
+    assert r.status == 200 and r.json()["workers"] == 3 and "geo.countries" in r.json()["changed"], r.body
+    for _ in range(30):
+        assert w.get(API, headers=GB).region == "ap-southeast-1"
