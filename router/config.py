@@ -688,6 +688,15 @@ def with_overrides(config: Config, *, listen: str | Address | None = None,
     return config
 
 
+def _redact(url: str | None) -> str:
+    """A Redis URL without its password."""
+    parts = urlsplit(url or "")
+    if parts.password is None:
+        return url or ""
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
 def summarize(config: Config) -> str:
     """Human summary printed by `edge-router check-config`."""
     p, b = config.probe, config.breaker
@@ -703,6 +712,8 @@ def summarize(config: Config) -> str:
         f"breaker:        opens after {b.consecutive_failures} failures"
         f" for {format_duration(b.open_for)} (max {format_duration(b.max_open_for)})",
         f"workers:        {config.workers}",
+        f"decisions:      {config.state.backend}"
+        + {"file": f" ({config.state.path})", "redis": f" ({_redact(config.state.url)})"}.get(config.state.backend, ""),
         f"regions ({len(config.regions)}):",
     ]
     width = max(len(r.id) for r in config.regions) if config.regions else 0

@@ -45,6 +45,8 @@ class DecisionBook:
         self.on_change: list[Callable[[], None]] = []  # republish the region store
         self.on_status: list[Callable[[bool], None]] = []  # the state_store_up gauge
         self._watcher: asyncio.Task | None = None
+        self.applied_at: float | None = None  # when this replica took the current version (wall clock)
+        self._applied: tuple[str, int] = ("", -1)
 
     def current(self) -> Decisions:
         d = self.backend.current()
@@ -102,6 +104,9 @@ class DecisionBook:
                 cb(up)
 
     def _changed(self) -> None:
+        if self._applied != (self.shared.epoch, self.shared.version):
+            self._applied = (self.shared.epoch, self.shared.version)
+            self.applied_at = self.wall()
         for cb in self.on_change:
             cb()
 
@@ -164,6 +169,7 @@ class DecisionBook:
             "epoch": d.epoch or None,
             "changed_by": d.by or None,
             "changed_at": d.at or None,
+            "applied_at": self.applied_at,
             "replica": self.replica,
             "local_overrides": {"disabled": sorted(self.local_disabled)},
             "shared_fields": list(SHARED_FIELDS) if self.backend.shared else [],

@@ -36,8 +36,12 @@ class Decisions:
     at: float = 0.0  # when (wall clock)
 
     def newer_than(self, other: "Decisions") -> bool:
-        """Whether a replica holding `other` must take this document."""
-        return self.epoch != other.epoch or self.version > other.version
+        """Whether a replica holding `other` must take this document: another
+        lineage, a higher version, or the same version with other content (the
+        store lost a write, e.g. in a failover, and this is what it holds now)."""
+        if self.epoch != other.epoch or self.version != other.version:
+            return self.epoch != other.epoch or self.version > other.version
+        return self != other
 
 
 class DecisionSource(Protocol):

@@ -33,7 +33,7 @@ from .model import Decisions, committed, decode, encode
 log = logging.getLogger("edge_router.store")
 
 FALLBACK_CHECK = 2.0  # seconds between version checks (the missed-message net)
-RECONNECT_DELAY = (0.1, 0.2, 0.5, 1.0)  # then 1 s between attempts
+RECONNECT_DELAY = (0.1, 0.2, 0.5)  # then 0.5 s between attempts while Redis is away
 TIMEOUT = 1.0  # per command and per connect: a hung Redis is a down Redis, quickly
 
 
@@ -80,22 +80,45 @@ class RedisDecisionStore:
 
     async def load(self) -> Decisions:
         """The stored document. A Redis that has none (first start, or it lost its
-        data) gets this replica's last-known decisions, so a restart of Redis
-        without persistence forgets nothing while one replica remembers."""
+        data) or an older one of the same lineage (a failover lost the last
+        writes) gets this replica's last-known decisions back, so Redis losing
+        data forgets nothing while one replica remembers."""
         try:
             raw = await self.client.get(self.key)
             if raw is None:
                 await self.client.set(self.key, encode(self._d), nx=True)
                 raw = await self.client.get(self.key)
+            stored = None
+            if raw is not None:
+                try:
+                    stored = decode(raw)
+                except ValueError as exc:
+                    log.error("redis key %s holds no decisions document (%s); keeping what this replica knows",
+                              self.key, exc)
+            if stored is not None and stored.epoch == self._d.epoch and stored.version < self._d.version:
+                await self._put_back(raw)
+            elif stored is not None:
+                self._take(stored)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: {describe(exc)}") from None
-        if raw is not None:
-            try:
-                self._take(decode(raw))
-            except ValueError as exc:
-                log.error("redis key %s holds no decisions document (%s); keeping what this replica knows",
-                          self.key, exc)
         return self._d
+
+    async def _put_back(self, seen: bytes) -> None:
+        """Write our newer document over the older one we saw (unless someone
+        changed it meanwhile), and tell everyone."""
+        log.warning("redis holds decisions version older than ours (%d): putting ours back", self._d.version)
+        data = encode(self._d)
+        async with self.client.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(self.key)
+                if await pipe.get(self.key) != seen:
+                    return  # changed meanwhile: the next check reads it
+                pipe.multi()
+                pipe.set(self.key, data)
+                pipe.publish(self.channel, data)
+                await pipe.execute()
+            except WatchError:
+                pass
 
     async def commit(self, change: Change) -> Decisions:
         try:
@@ -115,6 +138,7 @@ class RedisDecisionStore:
                     except WatchError:
                         continue  # another replica committed first: apply ours on top of theirs
         except (RedisError, OSError) as exc:
+            await self._drop_connections()
             raise StoreUnavailable(f"redis: {describe(exc)}") from None
         self._take(new)
         return self._d
@@ -156,6 +180,7 @@ class RedisDecisionStore:
             except (RedisError, OSError, StoreUnavailable) as exc:
                 cause = str(exc) if isinstance(exc, StoreUnavailable) else f"redis: {describe(exc)}"
                 status(False, cause)
+                await self._drop_connections()
             finally:
                 try:
                     await pubsub.aclose()
@@ -163,6 +188,15 @@ class RedisDecisionStore:
                     pass
             await asyncio.sleep(RECONNECT_DELAY[min(attempt, len(RECONNECT_DELAY) - 1)])
             attempt += 1
+
+    async def _drop_connections(self) -> None:
+        """After a failure every pooled connection is suspect (a restarted Redis
+        closed them all): the next command opens a fresh one instead of finding
+        the dead ones one failure at a time."""
+        try:
+            await self.client.connection_pool.disconnect()
+        except Exception:  # noqa: BLE001 - closing dead sockets may fail; they are dropped anyway
+            pass
 
     async def close(self) -> None:
         await self.client.aclose()

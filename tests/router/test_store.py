@@ -143,3 +143,11 @@ def test_reload_plan_swaps_live_sections_and_keeps_restart_only_ones():
     assert plan.config.listen == running.listen and plan.config.probe.interval == 7.0
     assert "GB" not in plan.config.country_home
     assert plan_reload(running, running).changed == ()
+
+
+def test_same_version_other_content_is_taken_lost_write_case():
+    base = committed(Decisions("geographic"), "r1", 1.0)
+    lost = committed(apply(base, Mutation("disable", "a")), "r1", 2.0)
+    held = committed(apply(base, Mutation("disable", "b")), "r2", 3.0)  # same version, after a failover
+    assert lost.version == held.version
+    assert held.newer_than(lost) and not lost.newer_than(lost)
