@@ -311,9 +311,11 @@ class Supervisor:
         if self.stopping:
             return _json({"status": "not ready"}, 503)
         statuses = await asyncio.gather(*(self._get(u, "/readyz") for u in self.urls), return_exceptions=True)
+        answers = [orjson.loads(s[1]) for s in statuses if not isinstance(s, BaseException)]
+        detail = {"decisions": answers[0].get("decisions")} if answers else {}
         if any(not isinstance(s, BaseException) and s[0] == 200 for s in statuses):
-            return _json({"status": "ready"})
-        return _json({"status": "not ready"}, 503)
+            return _json({"status": "ready", **detail})
+        return _json({"status": "not ready", **detail}, 503)
 
     async def reload(self, request: web.Request) -> web.Response:
         denied, who = authorize(request, self.token, self.config.admin.token_env)
