@@ -11,13 +11,13 @@ import shutil
 import tempfile
 from dataclasses import replace
 
-from bench.regions import RegionSpec, Simulator
 from geodata.demo import build_demo_db
 from geodata.reader import GeoReader
 
 from .config import Config, default_config, parse_address
 from .logs import setup_logging
 from .server import Router, install_uvloop, serve_until_signalled
+from .simulator import RegionSpec, Simulator
 
 # One-way latencies as seen from a router near us-east-1.
 DEMO_LATENCIES = {"us-east-1": 0.008, "us-west-2": 0.035, "eu-west-1": 0.040, "ap-southeast-1": 0.110}

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 import trustme
 
-from bench.regions import (
+from router.simulator import (
     CHUNK,
     RegionSpec,
     Simulator,
@@ -377,7 +377,7 @@ def test_cli_ready_line_and_sigterm(tmp_path):
 
     async def main():
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.regions",
+            sys.executable, "-m", "router.simulator",
             "--region", "us-east-1:0:10ms", "--region", "ap-southeast-1:0:20ms",
             "--control", "0", "--ready-file", str(ready_file),
             cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
