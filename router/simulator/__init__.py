@@ -15,6 +15,11 @@ region's latency plus any injected extra latency):
                                     chunked, or Content-Length with &sized=1
     PUT|POST /api/v1/upload         {"region", "bytes", "sha256"} of the streamed body
     *    /api/v1/status/{code}      that status, small JSON body (none for 204/304)
+    GET  /api/v1/ws                 WebSocket echo: text back as text, binary as binary;
+                                    ?greet=1 first sends {"region": id}
+    GET  /api/v1/events             server-sent events (text/event-stream), each written
+                                    at once: ?count=N (10) &interval=250ms (1s); every
+                                    event's data is {"region", "seq", "of", "time"}
     anything else                   404 JSON
 
 Faults (control server, or the Simulator methods):

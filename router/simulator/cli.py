@@ -73,7 +73,9 @@ control endpoints (JSON, on the --control port):
   POST /regions/{id}/stats/reset   zero the counters
 
 region endpoints: GET /api/v1/health, * /api/v1/echo, POST /api/v1/payments,
-  GET /api/v1/large?bytes=N, PUT|POST /api/v1/upload, * /api/v1/status/{code}
+  GET /api/v1/large?bytes=N, PUT|POST /api/v1/upload, * /api/v1/status/{code},
+  GET /api/v1/ws (WebSocket echo; ?greet=1 names the region first),
+  GET /api/v1/events?count=10&interval=1s (server-sent events naming the region)
 
 Once listening it prints {"control": port, "regions": {id: port}} as one JSON line.
 exit codes: 0 stopped by SIGINT/SIGTERM, 1 cannot start (port in use, bad TLS files),

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from .faults import Faults, validate_faults
+from .streams import EVENTS_PATH, WS_PATH, server_sent_events, websocket_echo
 
 log = logging.getLogger("edge_router.simulator")
 
@@ -212,6 +213,8 @@ class Region:
         app.router.add_put("/api/v1/upload", self._upload)
         app.router.add_post("/api/v1/upload", self._upload)
         app.router.add_route("*", "/api/v1/status/{code}", self._status)
+        app.router.add_get(WS_PATH, self._websocket, allow_head=False)
+        app.router.add_get(EVENTS_PATH, self._events, allow_head=False)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
 
@@ -320,6 +323,12 @@ class Region:
         if code in (204, 304):
             return web.Response(status=code)
         return json_answer(code, {"region": self.id, "status": code})
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        return await websocket_echo(request, self.id)
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        return await server_sent_events(request, self.id)
 
     async def _not_found(self, request: web.Request) -> web.Response:
         return json_answer(404, {"error": "not found", "path": request.path, "region": self.id})
