@@ -53,11 +53,9 @@ def test_replicas_share_decisions_through_redis(sim, redis_server, router_factor
     a = router_factory(redis_config(sim, redis_server.url))
     b = router_factory(redis_config(sim, redis_server.url))
     # A strategy switch on one is in force on the other within a second.
-    t0 = time.monotonic()
     r = a.admin_req("PUT", "/admin/strategy", {"strategy": "round-robin"})
     assert r.status == 200, r.body
     wait_until(lambda: b.state()["strategy"] == "round-robin", 1.0, 0.01, "B to take A's strategy")
-    assert time.monotonic() - t0 < 1.5
     seen = {b.get(API, headers=GB).region for _ in range(12)}
     assert len(seen) > 1, seen  # B routes round-robin now, not geographically
     # A drain started on B: the same effective weight on A (one start time, shipped).
