@@ -79,15 +79,23 @@ class Mutation:
 def apply(d: Decisions, m: Mutation) -> Decisions:
     """The document after a mutation (version bookkeeping is the caller's)."""
     if m.action == "strategy":
+        if m.strategy is None:
+            raise ValueError("strategy: no strategy named")
         return replace(d, strategy=m.strategy)
     rid = m.region
+    if rid is None:
+        raise ValueError(f"{m.action}: no region named")
     if m.action == "drain":
+        if m.started is None or m.over is None:
+            raise ValueError("drain: needs started and over")
         return replace(d, drains={**d.drains, rid: Drain(m.started, m.over)})
     if m.action == "disable":
         return replace(d, disabled=d.disabled | {rid})
     if m.action == "enable":  # back into rotation: clears both a disable and a drain
         return replace(d, disabled=d.disabled - {rid}, drains={k: v for k, v in d.drains.items() if k != rid})
     if m.action == "weight":
+        if m.weight is None:
+            raise ValueError("weight: no weight given")
         return replace(d, weights={**d.weights, rid: m.weight})
     raise ValueError(f"unknown action {m.action!r}")
 
