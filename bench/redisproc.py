@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -20,7 +21,9 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None) -> None:
+    """tls=(cert, key, ca): TLS only (rediss://), client certificates signed by ca required."""
+
+    def __init__(self, port: int | None = None, tls: tuple[str, str, str] | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (Debian: apt-get install -y redis-server)")
@@ -28,14 +31,33 @@ class RedisServer:
         self.port = port or free_port()
         self.dir = tempfile.TemporaryDirectory(prefix="edge-router-redis-")
         self.proc: subprocess.Popen | None = None
+        self.tls = tls
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    def _listen_args(self) -> list[str]:
+        if not self.tls:
+            return ["--port", str(self.port)]
+        cert, key, ca = self.tls
+        return ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert, "--tls-key-file", key,
+                "--tls-ca-cert-file", ca, "--tls-auth-clients", "yes"]
+
+    def _ping(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+            s = raw
+            if self.tls:
+                cert, key, ca = self.tls
+                ctx = ssl.create_default_context(cafile=ca)
+                ctx.load_cert_chain(cert, key)
+                s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [self.binary, *self._listen_args(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", self.dir.name, "--protected-mode", "no", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -44,10 +66,8 @@ class RedisServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited {self.proc.returncode} (port {self.port} taken?)")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return self
+                if self._ping():
+                    return self
             except OSError:
                 pass
             time.sleep(0.05)

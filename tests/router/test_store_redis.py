@@ -79,3 +79,38 @@ def test_redis_that_lost_data_gets_the_newest_decisions_back(server):
         await a.close()
         await c.close()
     asyncio.run(run())
+
+
+def test_rediss_with_a_client_certificate(tmp_path):
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_cert, client_cert = ca.issue_cert("127.0.0.1"), ca.issue_cert("edge-router")
+    paths = {}
+    for name, blob in (("ca", ca.cert_pem), ("cert", server_cert.cert_chain_pems[0]),
+                       ("key", server_cert.private_key_pem), ("ccert", client_cert.cert_chain_pems[0]),
+                       ("ckey", client_cert.private_key_pem)):
+        paths[name] = str(tmp_path / f"{name}.pem")
+        blob.write_to_path(paths[name])
+    server = RedisServer(tls=(paths["cert"], paths["key"], paths["ca"])).start()
+
+    def book(**tls) -> DecisionBook:
+        cfg = StateConfig(backend="redis", url=server.url, **tls)
+        return DecisionBook(RedisDecisionStore(cfg, server.url, "geographic", "T"), lambda: REGIONS, "T")
+
+    async def run():
+        good = book(tls_ca=paths["ca"], tls_cert=paths["ccert"], tls_key=paths["ckey"])
+        await good.start()
+        assert good.loaded and good.up
+        assert (await good.mutate(Mutation("disable", "a"))).version == 1
+        await good.close()
+        # Without a client certificate the server refuses: the store is down, and says why.
+        bare = book(tls_ca=paths["ca"])
+        book_start = asyncio.create_task(bare.start())
+        await asyncio.wait_for(book_start, 10)
+        assert not bare.loaded and not bare.up and bare.cause.startswith("redis:")
+        await bare.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        server.close()
