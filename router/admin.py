@@ -232,7 +232,11 @@ class AdminAPI:
                 if m.action == "disable" else ""
             return _error(503, "state_store_unavailable", f"decision not taken: {exc}{hint}", cause=str(exc))
         action = {"strategy": "set_strategy", "weight": "set_weight"}.get(m.action, m.action)
-        extra = {"scope": "local"} if local else {}
+        extra: dict = {"scope": "local"} if local else {}
+        if "disabled" in answer:
+            answer["disabled"] = m.region in d.disabled
+        if not local and not self.decisions.up:  # an enable that could only clear the local override
+            extra.update(scope="local", note=f"only this replica's local override was cleared: {self.decisions.cause}")
         if force:
             extra["force"] = True
         self._audit(request, who, action, {**m.args(), **audit_args, **extra})

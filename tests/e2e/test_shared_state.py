@@ -188,6 +188,24 @@ def test_sighup_reload_bad_file_keeps_serving_good_file_swaps_map_mid_download(s
     r = rp.admin_req("POST", "/admin/reload")
     assert r.status == 200 and r.json()["ok"] is True and r.json()["changed"] == [], r.body
 
+    # A region's address changes under a download: new requests use a new pool
+    # (here: the us-west-2 simulator), the old pool drains, the download completes.
+    conn = http.client.HTTPConnection("127.0.0.1", rp.port, timeout=30)
+    conn.request("GET", f"/api/v1/large?bytes={size}", headers=GB)
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("X-Edge-Region") == "ap-southeast-1"
+    got = resp.read(65536)
+    moved = _config_path(rp).read_text().replace(
+        f"http://127.0.0.1:{sim.ports['ap-southeast-1']}", f"http://127.0.0.1:{sim.ports['us-west-2']}")
+    _config_path(rp).write_text(moved)
+    r = rp.admin_req("POST", "/admin/reload")
+    assert r.status == 200 and r.json()["regions"]["restarted"] == ["ap-southeast-1"], r.body
+    answer = rp.get(API, headers=GB)
+    assert answer.region == "ap-southeast-1" and answer.json()["region"] == "us-west-2"
+    body = got + resp.read()
+    conn.close()
+    assert len(body) == size and body[-1] == (size - 1) % 256
+
 
 def test_workers_follow_the_store_and_probe_once_per_process_tree(sim, redis_server, router_factory):
     w = router_factory(redis_config(sim, redis_server.url), extra_args=["--workers", "3"])
