@@ -374,11 +374,12 @@ class Supervisor:
 
     async def _send_verdicts(self) -> None:
         await asyncio.sleep(0)
-        batch, self._verdicts = self._verdicts, []
-        answers = await self._post_all(VERDICTS_PATH, orjson.dumps(batch))
-        for url, (status, body) in zip(self.urls, answers):
-            if status != 200:
-                log.warning("probe results not delivered to worker %s: %s", url, body[:200])
+        while self._verdicts:  # what arrived during a delivery goes in the next one
+            batch, self._verdicts = self._verdicts, []
+            answers = await self._post_all(VERDICTS_PATH, orjson.dumps(batch))
+            for url, (status, body) in zip(self.urls, answers):
+                if status != 200:
+                    log.warning("probe results not delivered to worker %s: %s", url, body[:200])
 
     async def _post_all(self, path: str, body: bytes = b"") -> list[tuple[int, bytes]]:
         headers = {"Authorization": f"Bearer {self.internal}", "Content-Type": "application/json"}
