@@ -67,7 +67,7 @@ class _Window:
 
 class CircuitBreaker:
     __slots__ = ("cfg", "_state", "open_until", "open_for", "_consecutive", "_trials",
-                 "_trial_oks", "_window", "transitions")
+                 "_trial_oks", "_window", "transitions", "why")
 
     def __init__(self, cfg: BreakerConfig):
         self.cfg = cfg
@@ -79,6 +79,7 @@ class CircuitBreaker:
         self._trial_oks = 0  # half-open trial successes so far
         self._window = _Window(cfg.window)
         self.transitions = 0
+        self.why = ""  # what made the last transition, for the log
 
     # -- queries -------------------------------------------------------------
 
@@ -117,6 +118,7 @@ class CircuitBreaker:
             self._trial_oks += 1
             if self._trial_oks >= self._trial_limit:
                 self._window.clear()
+                self.why = f"{self._trial_oks} trial requests succeeded"
                 changed = self._set(CLOSED)
         return changed
 
@@ -127,9 +129,16 @@ class CircuitBreaker:
         if self._state == CLOSED:
             # Opening from closed always starts at open_for: the doubling only
             # spans an unbroken open -> half-open -> open run.
-            if self._consecutive >= self.cfg.consecutive_failures or self._ratio_tripped(now):
+            if self._consecutive >= self.cfg.consecutive_failures:
+                self.why = f"{self._consecutive} consecutive failures"
+                changed = self._open(now, self.cfg.open_for)
+            elif self._ratio_tripped(now):
+                total, failures = self._window.counts(now)
+                self.why = (f"{failures} of {total} requests failed in the last {self.cfg.window:g}s"
+                            f" ({failures / total:.0%} >= {self.cfg.failure_ratio:.0%})")
                 changed = self._open(now, self.cfg.open_for)
         elif self._state == HALF_OPEN:
+            self.why = "a half-open trial request failed"
             changed = self._open(now, min(self.open_for * 2, self.cfg.max_open_for))
         # Already open: a late result of a request let through earlier; counted only.
         return changed
@@ -141,7 +150,9 @@ class CircuitBreaker:
         open_for. The doubling is kept: a failing trial re-opens for longer."""
         if self._state == OPEN:
             self.open_until = now
-            return self._advance(now)
+            changed = self._advance(now)
+            self.why = "the prober saw the region recover"
+            return changed
         return None
 
     def on_cancel(self, now: float) -> str | None:
@@ -169,6 +180,7 @@ class CircuitBreaker:
     def _advance(self, now: float) -> str | None:
         if self._state == OPEN and now >= self.open_until:
             self._trials = self._trial_oks = 0
+            self.why = f"open time of {self.open_for:g}s elapsed, letting trial requests through"
             return self._set(HALF_OPEN)
         return None
 

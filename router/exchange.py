@@ -17,6 +17,7 @@ from policies.model import RequestFacts
 
 from .errors import NotSent, Sent
 from .http1 import LAST_CHUNK, encode_chunk, error_response, status_line
+from .logs import log_route, routing_log
 from .retry import RETRY, RETRY_STATUSES, retry_decision
 from .state import skip_reason
 
@@ -443,6 +444,10 @@ class Exchange:
             self.close_after = True
         elif req.version == "1.0":
             parts.append(b"Connection: keep-alive\r\n")
+        # -- polish (issue 15): X-Edge-Country behind [geo] country_header, off by default
+        if self.proxy.config.geo.country_header:
+            parts.append(b"X-Edge-Country: %s\r\n" % (self.country or "XX").encode())
+        # -- end polish
         parts.append(b"X-Edge-Region: %s\r\nX-Request-Id: %s\r\n\r\n" % (region.encode(), self.request_id))
         self.head_sent = True
         early, complete, failed = self.conn.relay()
@@ -524,3 +529,5 @@ class Exchange:
             self.rt.metrics.request_duration.observe(duration)
         if proxy.access_log is not None:
             proxy.access_log(self, duration)
+        if routing_log.isEnabledFor(logging.DEBUG):  # polish (issue 15): the routing decision
+            log_route(self, region, status)

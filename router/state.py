@@ -217,7 +217,11 @@ class RegionStore:
     def breaker_changed(self, rt: RegionRuntime, new_state: str | None) -> None:
         if new_state is not None:
             level = logging.WARNING if new_state == OPEN else logging.INFO
-            log.log(level, "breaker %s: %s", rt.id, new_state)
+            b = rt.breaker
+            if new_state == OPEN:
+                log.log(level, "breaker %s: open for %gs: %s", rt.id, b.open_for, b.why)
+            else:
+                log.log(level, "breaker %s: %s: %s", rt.id, new_state, b.why)
             self.publish()
 
     def record_probe(self, rt: RegionRuntime, ok: bool, latency: float | None) -> None:
@@ -225,7 +229,11 @@ class RegionStore:
             rt.latency.update(latency)
         was = rt.health.healthy
         if rt.health.record(ok):
-            log.warning("region %s is now %s", rt.id, "healthy" if rt.health.healthy else "UNHEALTHY")
+            # Lost is worth a warning; found (at start-up, or back) is news.
+            if rt.health.healthy:
+                log.info("region %s is now healthy%s", rt.id, " again" if was is False else "")
+            else:
+                log.warning("region %s is now UNHEALTHY (%d probes failed in a row)", rt.id, rt.health.fall)
             if was is False and rt.health.healthy:
                 # Back after being down: let trial requests through at once
                 # rather than keep it out for the rest of open_for.

@@ -28,7 +28,7 @@ from aiohttp import web
 from .admin import MUTATIONS, _error, _json, audit, authorize, build_app
 from .aggregate import merge_metrics, merge_states
 from .config import Address, Config
-from .logs import setup_logging
+from .logs import set_process_name, setup_logging
 from .metrics import CONTENT_TYPE
 
 log = logging.getLogger("edge_router.workers")
@@ -83,10 +83,11 @@ def run_workers(config: Config, n: int) -> int:
     )
     internal = secrets.token_hex(16)
     children: list[tuple[int, int]] = []  # (pid, read end of its report pipe)
-    for _ in range(n):
+    for index in range(n):
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the worker
+            set_process_name(f"worker {index}")
             os.close(r)
             holder.close()
             code = 1
@@ -267,7 +268,8 @@ class Supervisor:
 
 
 def serve_workers(config: Config) -> int:
-    setup_logging(config.log.level)
+    setup_logging(config.log.level, fmt=config.log.format)
+    set_process_name("supervisor")
     try:
         return run_workers(config, config.workers)
     except OSError as exc:
