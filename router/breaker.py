@@ -18,6 +18,7 @@ open -> half-open is also reported by `tick(now)`; call it when republishing.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from math import ceil
 
 from policies.model import CLOSED, HALF_OPEN, OPEN
@@ -67,10 +68,11 @@ class _Window:
 
 class CircuitBreaker:
     __slots__ = ("cfg", "_state", "open_until", "open_for", "_consecutive", "_trials",
-                 "_trial_oks", "_window", "transitions", "why")
+                 "_trial_oks", "_window", "transitions", "why", "_on_change")
 
-    def __init__(self, cfg: BreakerConfig):
+    def __init__(self, cfg: BreakerConfig, on_change: Callable[[str], None] | None = None):
         self.cfg = cfg
+        self._on_change = on_change  # told every state entered (metrics)
         self._state = CLOSED
         self.open_until = 0.0  # while open: when half-open begins
         self.open_for = cfg.open_for  # length of the current / last open period
@@ -193,4 +195,6 @@ class CircuitBreaker:
     def _set(self, state: str) -> str:
         self._state = state
         self.transitions += 1
+        if self._on_change is not None:
+            self._on_change(state)
         return state

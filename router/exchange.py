@@ -525,8 +525,10 @@ class Exchange:
         region = self.region if self.head_sent and self.rt is not None and self.status else "none"
         proxy.metrics.count_request(region, status, proxy.store.strategy)
         duration = proxy.clock.now() - self.req.started
-        if self.rt is not None:
+        if region != "none":
             self.rt.metrics.request_duration.observe(duration)
+        else:  # polish (issue 15): the router's own answers have a duration too
+            proxy.metrics.none_duration.observe(duration)
         if proxy.access_log is not None:
             proxy.access_log(self, duration)
         if routing_log.isEnabledFor(logging.DEBUG):  # polish (issue 15): the routing decision

@@ -23,6 +23,17 @@ from .state import RegionRuntime, RegionStore
 log = logging.getLogger("edge_router.prober")
 
 
+def probe_result(ok: bool, why: str) -> str:
+    """The `result` label of edge_router_probes_total for probe_once's verdict."""
+    if ok:
+        return "ok"
+    if why.startswith("HTTP "):
+        return "failure"
+    if why.startswith("timeout"):
+        return "timeout"
+    return "network"
+
+
 def describe_probe_error(exc: BaseException, url: str) -> str:
     """A failed probe in words, e.g. "connect refused to health-eu-west-1:443"
     (aiohttp's own messages carry reprs such as the SSLContext object)."""
@@ -102,6 +113,7 @@ class Prober:
         probe = self.config.probe
         while True:
             ok, _elapsed, why = await self.probe_once(rt)
+            rt.metrics.probe_results[probe_result(ok, why)].inc()
             before = rt.health.healthy
             self.store.record_probe(rt, ok, None)
             if not ok and before is not False:

@@ -100,11 +100,12 @@ class RegionStore:
         self._wall = wall
         self.regions: dict[str, RegionRuntime] = {}
         for rc in config.regions:
+            rm = metrics.region_bound(rc.id)
             rt = RegionRuntime(
                 rc,
-                CircuitBreaker(config.breaker),
+                CircuitBreaker(config.breaker, on_change=lambda to, c=rm.transitions: c[to].inc()),
                 HealthState(config.probe.fall, config.probe.rise),
-                metrics.region_bound(rc.id),
+                rm,
             )
             self.regions[rc.id] = rt
         metrics.in_flight = lambda: {rid: rt.in_flight for rid, rt in self.regions.items()}
