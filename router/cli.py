@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sys
+from dataclasses import replace
 
 from policies import NAMES
 
@@ -30,6 +31,9 @@ exit codes:
   130  interrupted (Ctrl-C) before serving
   141  stdout was closed early (e.g. piped into head): stops quietly
 """
+# The container image sets it to /etc/edge-router/config.toml: a mounted file is used,
+# and without one the image still runs (the built-in config, and it says so).
+CONFIG_ENV = "EDGE_ROUTER_CONFIG"
 TOKEN_HELP = """\
 The admin token is read at start-up from the environment variable named by
 [admin] token_env, EDGE_ROUTER_ADMIN_TOKEN by default; without it every admin
@@ -46,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def serve_flags(sp: argparse.ArgumentParser, with_config: bool) -> None:
         if with_config:
-            sp.add_argument("--config", metavar="FILE", help="TOML config (default: the built-in seed config)")
+            sp.add_argument("--config", metavar="FILE",
+                            help=f"TOML config (default: ${CONFIG_ENV} if that file exists, else the built-in "
+                                 "seed config)")
             sp.add_argument("--strategy", choices=NAMES, help="routing strategy")
             sp.add_argument("--geoip-db", metavar="FILE", help="MaxMind DB (GeoLite2/GeoIP2 Country or City)")
             sp.add_argument("--workers", type=int, metavar="N",
@@ -172,16 +178,15 @@ def serve(args: argparse.Namespace) -> int:
 
     from .server import Router, install_uvloop, open_geo, serve_until_signalled
 
+    env_config = os.environ.get(CONFIG_ENV, "")
+    if not args.config and env_config and os.path.isfile(env_config):
+        args.config = env_config
     config = _load(args)
     setup_logging(config.log.level, fmt=config.log.format)
     if config.workers > 1:
         set_process_name("supervisor")
     if not args.config:
-        logging.getLogger("edge_router.cli").warning(
-            "no --config: serving the built-in seed deployment, regions %s "
-            "(`edge-router check-config --print-default` prints it)",
-            ", ".join(f"{r.id} at {r.api}" for r in config.regions),
-        )
+        config = _builtin_notice(config, env_config, explicit_db=bool(args.geoip_db))
     try:
         geo = open_geo(config)
     except GeoDatabaseError as exc:
@@ -198,6 +203,24 @@ def serve(args: argparse.Namespace) -> int:
     install_uvloop()
     asyncio.run(serve_until_signalled(Router(config, geo)))
     return 0
+
+
+def _builtin_notice(config: Config, env_config: str, explicit_db: bool) -> Config:
+    """Say, first, that the built-in config is served and where its regions are.
+    Its GeoIP database missing, serve without one rather than not at all."""
+    log = logging.getLogger("edge_router.cli")
+    why = f"no --config and no file at ${CONFIG_ENV} ({env_config})" if env_config else "no --config"
+    log.warning(
+        "%s: serving the built-in seed deployment, regions %s "
+        "(`edge-router check-config --print-default` prints it)",
+        why, ", ".join(f"{r.id} at {r.api}" for r in config.regions),
+    )
+    db = config.geo.database
+    if db and not explicit_db and not os.path.exists(db):
+        log.warning("no GeoIP database at %s: every client goes to the default region %s "
+                    "(mount one there, or pass --geoip-db FILE)", db, config.default_region)
+        config = replace(config, geo=replace(config.geo, database=None))
+    return config
 
 
 def geo_command(args: argparse.Namespace) -> int:

@@ -78,3 +78,33 @@ def test_serve_without_config_says_so_first():
     assert "us-east-1 at https://api-us-east-1.finnexusai.com" in first
     assert "--print-default" in first
     assert r.returncode == 1
+
+
+def test_builtin_config_notice_and_missing_geoip_fallback(caplog, tmp_path):
+    from dataclasses import replace
+
+    from router.cli import _builtin_notice
+    from router.config import default_config
+
+    missing = str(tmp_path / "config.toml")
+    db = str(tmp_path / "GeoLite2-Country.mmdb")  # as in an image with nothing mounted
+    base = default_config()
+    base = replace(base, geo=replace(base.geo, database=db))
+    with caplog.at_level("WARNING", logger="edge_router.cli"):
+        config = _builtin_notice(base, missing, explicit_db=False)
+    first, second = [r.getMessage() for r in caplog.records]
+    assert first.startswith(f"no --config and no file at $EDGE_ROUTER_CONFIG ({missing}): serving the built-in")
+    assert second.startswith(f"no GeoIP database at {db}: every client goes to the default region us-east-1")
+    assert config.geo.database is None
+    # An explicit --geoip-db is never dropped: serve then refuses to start without it.
+    assert _builtin_notice(base, "", explicit_db=True).geo.database is not None
+
+
+def test_serve_reads_the_config_named_by_the_environment(tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('default_region = "a"\n[geo]\ndatabase = "/nonexistent/x.mmdb"\n'
+                   '[[regions]]\nid = "a"\napi = "http://127.0.0.1:9"\nhealth = "http://127.0.0.1:9/h"\n')
+    # Its database is missing, so serve stops at once, having read that file, not the built-in.
+    r = run("serve", env={**os.environ, "EDGE_ROUTER_CONFIG": str(cfg)})
+    assert r.returncode == 1 and "/nonexistent/x.mmdb" in r.stderr
+    assert "built-in" not in r.stderr
