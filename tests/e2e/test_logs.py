@@ -33,7 +33,9 @@ def stopped(rp) -> tuple[str, str]:
 def test_json_logs_access_log_debug_routes_and_probe_errors(sim):
     rp = start_router(make_config(sim.ports, log={"format": "json", "level": "debug", "access_log": True}))
     try:
-        assert rp.get("/api/v1/echo", headers=GB).region == "eu-west-1"
+        resp = rp.get("/api/v1/echo", headers=GB)
+        assert resp.region == "eu-west-1"
+        assert "x-edge-country" not in resp.headers  # [geo] country_header is off by default
         sim.fault("us-west-2", down=True)
         port = sim.ports["us-west-2"]
         wait_until(lambda: "us-west-2 is now UNHEALTHY" in rp.log(), 20, what="region lost")

@@ -140,3 +140,12 @@ def test_probe_certificate_error_in_words():
     got = describe_probe_error(exc, URL)
     assert got == "TLS certificate of health-eu-west-1.finnexusai.com:443 did not verify: self-signed certificate"
     assert "SSLContext" not in got and "object at" not in got
+
+
+def test_country_header_switch_is_a_checked_boolean():
+    base = 'default_region = "a"\n[[regions]]\nid = "a"\napi = "http://127.0.0.1:1"\nhealth = "http://127.0.0.1:1/h"\n'
+    assert parse_config(tomllib.loads(base)).geo.country_header is False
+    assert parse_config(tomllib.loads(base + '[geo]\ncountry_header = true\n')).geo.country_header is True
+    with pytest.raises(ConfigError) as info:
+        parse_config(tomllib.loads(base + '[geo]\ncountry_header = "yes"\n'))
+    assert any(p.startswith("geo.country_header") for p in info.value.problems), info.value.problems
