@@ -105,6 +105,13 @@ def setup_logging(level: str = "info", stream: TextIO | None = None, fmt: str = 
     h.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(h)
     root.propagate = False
+    # The libraries' own complaints (an aiohttp handler error, a task exception
+    # nobody retrieved) come out in the same format, not as bare text.
+    for name in ("aiohttp", "asyncio"):
+        lib = logging.getLogger(name)
+        lib.handlers[:] = [h]
+        lib.setLevel(max(logging.WARNING, root.level))
+        lib.propagate = False
     audit = logging.getLogger("edge_router.audit")
     audit.handlers.clear()
     ah = logging.StreamHandler(stream)

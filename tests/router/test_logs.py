@@ -149,3 +149,11 @@ def test_country_header_switch_is_a_checked_boolean():
     with pytest.raises(ConfigError) as info:
         parse_config(tomllib.loads(base + '[geo]\ncountry_header = "yes"\n'))
     assert any(p.startswith("geo.country_header") for p in info.value.problems), info.value.problems
+
+
+def test_library_warnings_share_the_format(captured):
+    buf = captured("json")
+    logging.getLogger("aiohttp.server").error("Error handling request")
+    logging.getLogger("asyncio").warning("Task exception was never retrieved")
+    lines = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert [(x["logger"], x["level"]) for x in lines] == [("aiohttp.server", "error"), ("asyncio", "warning")]
