@@ -98,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     # Line-buffered, so that a reader who leaves (`| head`) is noticed here, not at exit.
-    sys.stdout.reconfigure(line_buffering=True)
+    if hasattr(sys.stdout, "reconfigure"):  # not when a test harness replaced it
+        sys.stdout.reconfigure(line_buffering=True)
     try:
         args = _parser().parse_args(argv)
         if args.command == "check-config":
