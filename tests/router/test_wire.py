@@ -32,6 +32,9 @@ class FakeTransport:
     def is_closing(self):
         return self.closed
 
+    def get_write_buffer_size(self):
+        return 0
+
     def pause_reading(self):
         self.paused = True
 
@@ -55,6 +58,11 @@ class FakeProxy:
         self.connections = set()
         self.handled = []
         self.rejections = []
+        self.max_connections = self.limits.max_connections or 1000
+        self.refused = 0
+
+    def refuse_connection(self):
+        self.refused += 1
 
     def count_rejection(self, status):
         self.rejections.append(status)
