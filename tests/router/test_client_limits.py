@@ -298,11 +298,11 @@ def test_new_limits_are_read_and_checked_with_their_key_path():
     base = ('default_region = "r"\n[[regions]]\nid = "r"\napi = "http://127.0.0.1:1"\n'
             'health = "http://127.0.0.1:1/h"\n')
     cfg = parse_config(tomllib.loads(
-        '[limits]\nbody_timeout = "5s"\nsend_timeout = "250ms"\nmax_connections = 300\n' + base))
+        base + '[limits]\nbody_timeout = "5s"\nsend_timeout = "250ms"\nmax_connections = 300\n'))
     assert (cfg.limits.body_timeout, cfg.limits.send_timeout, cfg.limits.max_connections) == (5.0, 0.25, 300)
     assert LimitsConfig().body_timeout == 30.0 and LimitsConfig().send_timeout == 60.0
     with pytest.raises(ConfigError) as info:
         parse_config(tomllib.loads(
-            '[limits]\nbody_timeout = 5\nsend_timeout = "0s"\nmax_connections = 0\n' + base))
+            base + '[limits]\nbody_timeout = 5\nsend_timeout = "0s"\nmax_connections = 0\n'))
     text = str(info.value)
     assert "limits.body_timeout" in text and "limits.send_timeout" in text and "limits.max_connections" in text
