@@ -226,6 +226,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._arm_timer()
 
     def write(self, data: bytes) -> None:
+        # hostile-client: while the body still goes out, no answer is awaited
+        # yet: the read timeout counts from the last byte sent as well.
+        self._last_io = self.loop.time()
         self.transport.write(data)
 
     def relay(self) -> tuple[list[bytes], bool, BaseException | None]:

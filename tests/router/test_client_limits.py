@@ -306,3 +306,17 @@ def test_new_limits_are_read_and_checked_with_their_key_path():
             base + '[limits]\nbody_timeout = 5\nsend_timeout = "0s"\nmax_connections = 0\n'))
     text = str(info.value)
     assert "limits.body_timeout" in text and "limits.send_timeout" in text and "limits.max_connections" in text
+
+
+def test_a_steady_upload_longer_than_read_timeout_is_not_cut(rig_factory):
+    rig = rig_factory(body_timeout=30.0, read_timeout=5.0)
+    up, ut = rig.upstream("us-east-1")
+    conn, t = rig.client()
+    conn.data_received(POST + b"a")
+    for c in b"bcdefghi":
+        rig.advance(3.0)  # 24 s in all, never 5 s without a byte sent to the region
+        conn.data_received(bytes([c]))
+    conn.data_received(b"j")
+    assert ut.out.endswith(b"abcdefghij") and not t.out
+    up.data_received(OK)
+    assert t.take().startswith(b"HTTP/1.1 200 ") and rig.failures("us-east-1") == 0
