@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from .body import RequestBody
+from .body import PENDING_HIGH, RequestBody
 from .errors import Rejected
 from .http1 import (
     CONTINUE_100,
@@ -55,7 +55,7 @@ class Request:
     __slots__ = (
         "method", "url", "version", "headers", "keep_alive", "host", "xff", "xfproto",
         "request_id", "content_length", "chunked", "expect", "conn_tokens", "body",
-        "complete", "started", "te", "upgrade",
+        "complete", "started", "te", "upgrade", "dispatched",
     )
 
     def __init__(self, started: float) -> None:
@@ -77,6 +77,7 @@ class Request:
         self.started = started
         self.te: bytes | None = None  # Transfer-Encoding, every field joined
         self.upgrade = False
+        self.dispatched = False  # handed to the proxy (or queued behind an answer)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -84,7 +85,7 @@ class ClientConnection(asyncio.Protocol):
         "proxy", "loop", "transport", "parser", "peer", "tls", "req", "queue", "exchange",
         "closed", "_reading_paused", "_write_paused", "_timer", "_deadline",
         "_deadline_kind", "_reject", "_max_head", "_in_head", "_head_bytes", "_head_parts", "_tail",
-        "_refused",
+        "_refused", "_hold_first",
     )
 
     def __init__(self, proxy: "Proxy", tls: bool = False) -> None:
@@ -105,6 +106,9 @@ class ClientConnection(asyncio.Protocol):
         self._deadline_kind = ""
         self._reject: Rejected | None = None
         self._max_head = proxy.limits.max_header_bytes
+        # A small body is read whole before a region is chosen (nginx's request
+        # buffering, bounded): a client stalling it holds no region connection.
+        self._hold_first = min(proxy.limits.retry_body_bytes, PENDING_HIGH)
         self._in_head = True  # before a message's headers are complete: bytes are held raw
         self._head_bytes = 0  # raw bytes of the current head so far
         self._head_parts: list[bytes] = []  # an unfinished head, joined once when its end comes
@@ -197,7 +201,7 @@ class ClientConnection(asyncio.Protocol):
         if self._head_bytes > self._max_head:
             self._refuse(self._too_large(b"".join(self._head_parts)))
             return
-        self._tail = (self._tail + piece)[-2:]
+        self._tail = piece[-2:] if len(piece) > 1 else (self._tail + piece)[-2:]
 
     def _too_large(self, head: bytes) -> Rejected:
         self._head_parts = []
@@ -329,8 +333,6 @@ class ClientConnection(asyncio.Protocol):
             # We will read the body, so say so now; the region is not asked
             # (Expect is handled hop by hop).
             self.transport.write(CONTINUE_100)
-        if not req.body.empty:
-            self._dispatch(req)  # the body streams to the region as it comes
 
     def _check_head(self, req: Request) -> None:
         """The rules of RFC 9110/9112 llhttp leaves to us; raises Rejected."""
@@ -379,6 +381,8 @@ class ClientConnection(asyncio.Protocol):
         if body.size + len(data) > self.proxy.limits.max_body_bytes:
             self._fail(413, "body_too_large", f"request body exceeds {self.proxy.limits.max_body_bytes} bytes")
         body.feed(data)
+        if not self.req.dispatched and body.size > self._hold_first:
+            self._dispatch(self.req)  # too big to wait for: the rest streams to the region as it comes
 
     def on_message_complete(self) -> None:
         req = self.req
@@ -388,10 +392,11 @@ class ClientConnection(asyncio.Protocol):
         self._in_head = True
         if self._deadline_kind == "body":
             self._set_deadline("", 0)
-        if req.body.empty:
+        if not req.dispatched:
             self._dispatch(req)  # whole: it can be answered at once, even by the router
 
     def _dispatch(self, req: Request) -> None:
+        req.dispatched = True
         if self.exchange is None and not self.queue:
             self._start(req)
         else:

@@ -159,8 +159,25 @@ def test_idle_keep_alive_closes_quietly(rig_factory):
 POST = b"POST /pay HTTP/1.1\r\nHost: api\r\nContent-Length: 10\r\n\r\n"
 
 
+def test_a_small_body_is_read_whole_before_a_region_is_chosen(rig_factory):
+    rig = rig_factory(body_timeout=5.0)
+    up, ut = rig.upstream("us-east-1")
+    conn, t = rig.client()
+    conn.data_received(POST + b"abc")
+    assert not ut.out  # a stalling client holds no region connection
+    rig.advance(5.5)
+    assert status_of(t.take()) == 408 and t.closed
+    assert not ut.out and rig.region("us-east-1").pool.idle_connections == 1
+    conn2, t2 = rig.client()
+    conn2.data_received(POST + b"abcde")
+    conn2.data_received(b"fghij")
+    assert ut.take().endswith(b"\r\n\r\nabcdefghij")  # head and body in one write
+    up.data_received(OK)
+    assert status_of(t2.take()) == 200
+
+
 def test_stalled_body_is_408_and_never_held_against_the_region(rig_factory):
-    rig = rig_factory(body_timeout=5.0, read_timeout=30.0)
+    rig = rig_factory(body_timeout=5.0, read_timeout=30.0, retry_body_bytes=2)  # streamed from byte 3
     up, ut = rig.upstream("us-east-1")
     other, other_t = rig.upstream("us-west-2")
     conn, t = rig.client()
@@ -179,7 +196,7 @@ def test_stalled_body_is_408_and_never_held_against_the_region(rig_factory):
 
 
 def test_region_silence_while_the_client_owes_the_body_is_the_clients_fault(rig_factory):
-    rig = rig_factory(body_timeout=30.0, read_timeout=5.0)
+    rig = rig_factory(body_timeout=30.0, read_timeout=5.0, retry_body_bytes=2)
     up, ut = rig.upstream("us-east-1")
     rig.upstream("us-west-2")
     conn, t = rig.client()
@@ -190,7 +207,7 @@ def test_region_silence_while_the_client_owes_the_body_is_the_clients_fault(rig_
 
 
 def test_body_paused_by_the_router_does_not_time_out(rig_factory):
-    rig = rig_factory(body_timeout=5.0, read_timeout=60.0)
+    rig = rig_factory(body_timeout=5.0, read_timeout=60.0, retry_body_bytes=2)
     up, ut = rig.upstream("us-east-1")
     conn, t = rig.client()
     conn.data_received(POST + b"abc")
@@ -272,7 +289,7 @@ def test_default_connection_limit_leaves_descriptors_for_pools_and_probes():
 # -- 15. the client's failures are its own ------------------------------------------------
 
 def test_body_too_large_mid_stream_is_413_and_not_the_regions_fault(rig_factory):
-    rig = rig_factory(max_body_bytes=8)
+    rig = rig_factory(max_body_bytes=8, retry_body_bytes=2)  # streamed already
     up, ut = rig.upstream("us-east-1")
     conn, t = rig.client()
     conn.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n")
@@ -282,7 +299,7 @@ def test_body_too_large_mid_stream_is_413_and_not_the_regions_fault(rig_factory)
 
 
 def test_client_abort_mid_request_is_not_the_regions_fault(rig_factory):
-    rig = rig_factory()
+    rig = rig_factory(retry_body_bytes=2)
     up, _ = rig.upstream("us-east-1")
     conn, t = rig.client()
     conn.data_received(POST + b"abc")
@@ -309,7 +326,7 @@ def test_new_limits_are_read_and_checked_with_their_key_path():
 
 
 def test_a_steady_upload_longer_than_read_timeout_is_not_cut(rig_factory):
-    rig = rig_factory(body_timeout=30.0, read_timeout=5.0)
+    rig = rig_factory(body_timeout=30.0, read_timeout=5.0, retry_body_bytes=2)
     up, ut = rig.upstream("us-east-1")
     conn, t = rig.client()
     conn.data_received(POST + b"a")
