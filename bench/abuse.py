@@ -41,22 +41,24 @@ def normal_client(port: int, seconds: float) -> None:
     """Runs in its own process: GETs on one keep-alive connection; prints JSON."""
     import http.client
 
-    lat: list[float] = []
-    errors: list[str] = []
+    lat: list[tuple[float, float]] = []  # (seconds into the phase, latency)
+    errors: list[tuple[float, str]] = []
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    end = time.monotonic() + seconds
+    start = time.monotonic()
+    end = start + seconds
     while time.monotonic() < end:
         t0 = time.perf_counter()
+        at = time.monotonic() - start
         try:
             conn.request("GET", "/api/v1/echo")
             r = conn.getresponse()
             r.read()
             if r.status != 200:
-                errors.append(str(r.status))
+                errors.append((at, str(r.status)))
             else:
-                lat.append(time.perf_counter() - t0)
+                lat.append((at, time.perf_counter() - t0))
         except Exception as exc:
-            errors.append(type(exc).__name__)
+            errors.append((at, type(exc).__name__))
             conn.close()
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         time.sleep(0.01)
@@ -82,6 +84,12 @@ def percentile(values: list[float], p: float) -> float:
 def rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def fds(pid: int) -> int:
@@ -227,6 +235,7 @@ KINDS = {
 async def run_phase(kind, port: int, pid: int, count: int, seconds: float, settle: float) -> dict:
     before = Sample()
     before.take(pid)
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
     normal = start_normal(port, seconds)
     during = Sample()
     attack = None
@@ -240,6 +249,7 @@ async def run_phase(kind, port: int, pid: int, count: int, seconds: float, settl
             await attack.tick()
         during.take(pid)
     peak_open = attack.open if attack else 0
+    cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0) * 100
     if attack is not None:
         attack.stop()
     out, _ = await asyncio.get_running_loop().run_in_executor(None, normal.communicate)
@@ -247,11 +257,14 @@ async def run_phase(kind, port: int, pid: int, count: int, seconds: float, settl
     await asyncio.sleep(settle)
     after = Sample()
     after.take(pid)
-    lat = result["lat"]
+    lat = [x for _, x in result["lat"]]
+    late = [x for at, x in result["lat"] if at >= seconds / 2]
     return {
         "requests": len(lat) + len(result["errors"]),
         "p50": percentile(lat, 50) * 1000, "p99": percentile(lat, 99) * 1000,
-        "errors": len(result["errors"]),
+        "late_p99": percentile(late, 99) * 1000,
+        "late_errors": sum(1 for at, _ in result["errors"] if at >= seconds / 2),
+        "errors": len(result["errors"]), "error_kinds": sorted({e for _, e in result["errors"]}), "cpu": cpu,
         "rss": (before.rss[0], max(during.rss), after.rss[0]),
         "fds": (before.fds[0], max(during.fds), after.fds[0]),
         "cut": attack.cut if attack else 0, "open_at_end": peak_open,
@@ -286,12 +299,16 @@ async def main_async(args) -> int:
         print(f"{args.duration:g} s per attack; limits {LIMITS}")
         print()
         print("| attack | clients | normal requests | normal p50 | normal p99 | normal errors "
-              "| router RSS MiB before / peak / after | router fds before / peak / after | attackers cut |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |")
+              "| 2nd half: p99, errors "
+              "| router RSS MiB before / peak / after | router fds before / peak / after | router CPU "
+              "| attackers cut |")
+        print("| --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- | ---: | ---: |")
         for name, count, r in rows:
-            print(f"| {name} | {count} | {r['requests']} | {r['p50']:.1f} ms | {r['p99']:.1f} ms | {r['errors']} "
+            errors = f"{r['errors']} ({', '.join(r['error_kinds'])})" if r["errors"] else "0"
+            print(f"| {name} | {count} | {r['requests']} | {r['p50']:.1f} ms | {r['p99']:.1f} ms | {errors} "
+                  f"| {r['late_p99']:.1f} ms, {r['late_errors']} "
                   f"| {r['rss'][0]:.0f} / {r['rss'][1]:.0f} / {r['rss'][2]:.0f} "
-                  f"| {r['fds'][0]} / {r['fds'][1]} / {r['fds'][2]} | {r['cut']} |")
+                  f"| {r['fds'][0]} / {r['fds'][1]} / {r['fds'][2]} | {r['cpu']:.0f} % | {r['cut']} |")
         print()
         print(f"breakers after: {breakers}")
     finally:
