@@ -12,40 +12,11 @@ from router.clock import FakeClock
 from router.config import LimitsConfig
 from router.http1 import encode_chunk, error_response, status_class
 from router.listener import ClientConnection
+from wire_rig import MemTransport
 
 
-class FakeTransport:
-    def __init__(self, peer=("203.0.113.9", 5555)):
-        self.out = bytearray()
-        self.closed = False
-        self.paused = False
-        self.peer = peer
-
-    def write(self, data):
-        self.out += data
-
-    def close(self):
-        self.closed = True
-
-    abort = close
-
-    def is_closing(self):
-        return self.closed
-
-    def get_write_buffer_size(self):
-        return 0
-
-    def pause_reading(self):
-        self.paused = True
-
-    def resume_reading(self):
-        self.paused = False
-
-    def get_extra_info(self, name, default=None):
-        return self.peer if name == "peername" else default
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        pass
+# The wire rig's in-memory transport (tests/router/wire_rig.py).
+FakeTransport = MemTransport
 
 
 class FakeProxy:
