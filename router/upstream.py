@@ -29,6 +29,7 @@ _CONNECTION_OPTIONS = frozenset((b"keep-alive", b"close"))
 
 
 class ResponseSink(Protocol):
+    def upstream_interim(self, status: int, headers: list[bytes]) -> None: ...
     def upstream_head(self, head: "ResponseHead") -> None: ...
     def upstream_body(self, data: bytes) -> None: ...
     def upstream_flush(self) -> None: ...
@@ -163,7 +164,10 @@ class UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if status < 200:
-            # Interim response (100 Continue we did not ask for, 103): dropped.
+            # Interim response: 103, 102 go to the sink (it forwards them to
+            # HTTP/1.1 clients); 100 Continue we did not ask for is dropped.
+            if self._sink is not None:  # hostile-client: interim answers
+                self._sink.upstream_interim(status, self._headers)
             self._headers = []
             self._conn_tokens = set()
             self._length = None
@@ -222,6 +226,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._arm_timer()
 
     def write(self, data: bytes) -> None:
+        # hostile-client: while the body still goes out, no answer is awaited
+        # yet: the read timeout counts from the last byte sent as well.
+        self._last_io = self.loop.time()
         self.transport.write(data)
 
     def relay(self) -> tuple[list[bytes], bool, BaseException | None]:
