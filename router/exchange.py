@@ -222,7 +222,9 @@ class Exchange:
                 self.drop_region((504, "upstream_timeout", f"{rt.id}: {exc.detail}"))
             else:
                 detail = exc.detail or exc.reason if isinstance(exc, Sent) else str(exc)
-                self.drop_region((502, "upstream_failed", f"{rt.id}: {detail}"))
+                # hostile-region: a region head over limits.max_response_header_bytes
+                error = "upstream_head_too_large" if getattr(exc, "reason", "") == "head-too-large" else "upstream_failed"
+                self.drop_region((502, error, f"{rt.id}: {detail}"))
             return
         # The head is out; the only honest signal left is to cut the connection.
         log.warning("region %s failed mid-response: %s", self.region, exc)

@@ -74,6 +74,7 @@ class Router:
             rt.pool = UpstreamPool(
                 rt.id, ep, resolver=resolver, ssl_context=ctx, size=lim.pool_size, wait=lim.pool_wait,
                 connect_timeout=lim.connect_timeout, read_timeout=lim.read_timeout, idle_timeout=lim.pool_idle,
+                max_head_bytes=lim.max_response_header_bytes,
             )
         self.access_log = access = AccessLog() if cfg.log.access_log else None
         self.proxy = proxy = Proxy(
