@@ -24,6 +24,7 @@ from dataclasses import replace
 import aiohttp
 import orjson
 from aiohttp import web
+from yarl import URL
 
 from .admin import MUTATIONS, _error, _json, audit, authorize, build_app
 from .aggregate import merge_metrics, merge_states
@@ -204,7 +205,7 @@ class Supervisor:
         return build_app(self)
 
     async def _get(self, url: str, path: str) -> tuple[int, bytes]:
-        async with self.session.get(url + path) as resp:
+        async with self.session.get(URL(url + path, encoded=True)) as resp:
             return resp.status, await resp.read()
 
     async def _all(self, path: str) -> list[bytes]:
@@ -219,7 +220,7 @@ class Supervisor:
         return web.Response(body=merge_metrics(texts).encode(), headers={"Content-Type": CONTENT_TYPE})
 
     async def route(self, request: web.Request) -> web.Response:
-        status, body = await self._get(self.urls[0], request.path_qs)
+        status, body = await self._get(self.urls[0], request.raw_path)
         return web.Response(body=body, status=status, content_type="application/json")
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -245,8 +246,10 @@ class Supervisor:
             answers = []
             for i, url in enumerate(self.urls):
                 try:
-                    async with self.session.request(request.method, url + request.path, data=body,
-                                                    headers=headers) as resp:
+                    # The path as the operator sent it, still encoded: decoded,
+                    # "x%2F..%2Fus-west-2" would become another region's path.
+                    async with self.session.request(request.method, URL(url + request.raw_path, encoded=True),
+                                                    data=body, headers=headers) as resp:
                         answers.append((resp.status, await resp.read()))
                 except aiohttp.ClientError as exc:
                     return _error(502, "worker_unreachable", f"worker {i}: {exc}")

@@ -9,7 +9,7 @@ import threading
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import make_config, request, start_router, start_sim, wait_until
+from harness import make_config, raw, request, start_router, start_sim, wait_until
 
 GB = {"X-Forwarded-For": "81.2.69.142"}  # -> eu-west-1
 
@@ -102,3 +102,28 @@ def test_workers_do_not_outlive_a_killed_supervisor(sim):
 
     wait_until(lambda: all(gone(p) for p in pids), 30, what="workers to exit")
     rp.stop()
+
+
+def test_supervisor_acts_on_exactly_the_region_it_audits(sim):
+    """An encoded path that decodes to another region's path is 404, as in one
+    process; a token that is not ASCII is a 401, not a 500."""
+    rp = start_router(make_config(sim.ports), extra_args=["--workers", "2"])
+    single = start_router(make_config(sim.ports))
+    try:
+        for target in (rp, single):
+            for path in ("/admin/regions/x%2F..%2Fus-west-2/disable", "/admin/regions/x%2f..%2fus-west-2/disable"):
+                r = target.admin_req("POST", path)
+                assert r.status == 404, (target.port, path, r.status, r.body)
+            assert all(not reg["disabled"] for reg in target.state()["regions"])
+            for token in ("\u00e9t\u00e9-token", "caf\u00e9"):
+                r = request(target.admin, "POST", "/admin/regions/us-west-2/disable",
+                            headers={"Authorization": "Bearer " + token}, body=b"")
+                assert r.status == 401, (r.status, r.body)
+            out = raw(target.admin, b"POST /admin/regions/us-west-2/disable HTTP/1.1\r\nHost: a\r\n"
+                      b"Authorization: Bearer \xff\xfe\x80\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            assert out.startswith(b"HTTP/1.1 401"), out[:100]
+            assert all(not reg["disabled"] for reg in target.state()["regions"])
+        assert '"audit":true' not in rp.log()
+    finally:
+        single.stop()
+        assert rp.stop() == 0
