@@ -29,6 +29,7 @@ class Wire:
         self.peer = peer
         self.out = bytearray()
         self.closed = False
+        self.buffered = 0  # bytes the kernel has not taken yet
 
     def write(self, data):
         if not self.closed:
@@ -41,7 +42,7 @@ class Wire:
         pass
 
     def get_write_buffer_size(self):
-        return 0
+        return self.buffered
 
     def is_closing(self):
         return self.closed

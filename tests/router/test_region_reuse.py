@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,38 +16,8 @@ from router.pool import Endpoint, UpstreamPool
 from router.resolver import Resolver
 from router.upstream import UpstreamConnection
 
-
-class Transport:
-    def __init__(self):
-        self.out = bytearray()
-        self.closed = False
-        self.buffered = 0  # bytes the kernel has not taken yet
-
-    def write(self, data):
-        self.out += data
-
-    def abort(self):
-        self.closed = True
-
-    close = abort
-
-    def is_closing(self):
-        return self.closed
-
-    def get_write_buffer_size(self):
-        return self.buffered
-
-    def get_extra_info(self, name, default=None):
-        return default
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        pass
-
-    def pause_reading(self):
-        pass
-
-    def resume_reading(self):
-        pass
+sys.path.insert(0, str(Path(__file__).parent))
+from memstack import Wire  # noqa: E402
 
 
 class Client:
@@ -88,17 +60,22 @@ class Client:
         pass
 
 
-def one_slot_pool(max_head: int = 65536):
+def pool_of_one(conn: UpstreamConnection, max_head: int = 65536) -> UpstreamPool:
+    """A one-slot pool whose slot `conn` holds."""
     loop = asyncio.get_running_loop()
     pool = UpstreamPool("r", Endpoint.parse("http://127.0.0.1:9"), resolver=Resolver(loop), ssl_context=None,
                         size=1, wait=0.2, connect_timeout=1.0, read_timeout=5.0, idle_timeout=60.0,
                         max_head_bytes=max_head)
-    conn = UpstreamConnection(loop, "r", 5.0, max_head)
-    t = Transport()
-    conn.connection_made(t)
     conn.pool = pool
     pool._open = 1
-    return pool, conn, t
+    return pool
+
+
+def one_slot_pool(max_head: int = 65536):
+    conn = UpstreamConnection(asyncio.get_running_loop(), "r", 5.0, max_head)
+    t = Wire()
+    conn.connection_made(t)
+    return pool_of_one(conn, max_head), conn, t
 
 
 def exchange(conn, *reads: bytes, head: bool = False) -> Client:
@@ -211,11 +188,8 @@ def test_checkout_polls_for_bytes_that_arrived_while_idle():
     async def main():
         loop = asyncio.get_running_loop()
         a, b = socket.socketpair()
-        pool = UpstreamPool("r", Endpoint.parse("http://127.0.0.1:9"), resolver=Resolver(loop), ssl_context=None,
-                            size=1, wait=0.2, connect_timeout=1.0, read_timeout=5.0, idle_timeout=60.0)
         _, conn = await loop.create_connection(lambda: UpstreamConnection(loop, "r", 5.0), sock=a)
-        conn.pool = pool
-        pool._open = 1
+        pool = pool_of_one(conn)
         client = Client(conn)
         conn.begin(False, client)
         b.sendall(OK)
