@@ -18,7 +18,7 @@ from policies.model import RequestFacts
 from .errors import NotSent, Rejected, Sent
 from .http1 import LAST_CHUNK, encode_chunk, error_response, status_line
 from .retry import RETRY, RETRY_STATUSES, retry_decision
-from .state import skip_reason
+from .state import panic_pick, skip_reason
 
 if TYPE_CHECKING:
     from .listener import ClientConnection, Request
@@ -132,18 +132,27 @@ class Exchange:
             if self.attempts >= proxy.limits.max_attempts:
                 rt.breaker.on_cancel(now)
                 break
-            self.attempts += 1
-            self.rt = rt
-            self.region = rt.id
-            self.in_attempt = True
-            rt.in_flight += 1
-            conn = rt.pool.take_idle()
-            if conn is not None:
-                self.send(conn)
-            else:
-                self.wait_for(self.connect_and_send(rt))
+            self.attempt(rt)
+            return
+        # hostile-region: breaker panic (router/state.py panic_pick)
+        panic = panic_pick(self.skipped, self.attempts)
+        if panic is not None:
+            self.attempt(proxy.store.breaker_panic(panic))
             return
         self.fail_to_proxy()
+
+    def attempt(self, rt: "RegionRuntime") -> None:
+        """Send to this region: a pooled connection at once, else wait for one."""
+        self.attempts += 1
+        self.rt = rt
+        self.region = rt.id
+        self.in_attempt = True
+        rt.in_flight += 1
+        conn = rt.pool.take_idle()
+        if conn is not None:
+            self.send(conn)
+        else:
+            self.wait_for(self.connect_and_send(rt))
 
     async def connect_and_send(self, rt: "RegionRuntime") -> None:
         try:
@@ -238,7 +247,9 @@ class Exchange:
                 self.drop_region((504, "upstream_timeout", f"{rt.id}: {exc.detail}"))
             else:
                 detail = exc.detail or exc.reason if isinstance(exc, Sent) else str(exc)
-                self.drop_region((502, "upstream_failed", f"{rt.id}: {detail}"))
+                # hostile-region: a region head over limits.max_response_header_bytes
+                error = "upstream_head_too_large" if getattr(exc, "reason", "") == "head-too-large" else "upstream_failed"
+                self.drop_region((502, error, f"{rt.id}: {detail}"))
             return
         # The head is out; the only honest signal left is to cut the connection.
         log.warning("region %s failed mid-response: %s", self.region, exc)
@@ -301,7 +312,7 @@ class Exchange:
         conn = self.conn
         self.conn = None
         now = proxy.clock.now()
-        if self.status >= 500 or not ok:
+        if not ok or rt.breaker.is_failure(self.status):  # hostile-region: 500 is not the region's fault
             proxy.store.breaker_changed(rt, rt.breaker.on_failure(now))
         else:
             proxy.store.breaker_changed(rt, rt.breaker.on_success(now))
