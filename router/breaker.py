@@ -14,12 +14,17 @@ so old failures cannot trip the breaker again at once.
 Every mutating call returns the new state if the state changed (else None) and
 bumps `transitions`, so the caller knows to publish a snapshot. Time-driven
 open -> half-open is also reported by `tick(now)`; call it when republishing.
+
+What counts as a failure: connect failures, resets, timeouts and the gateway
+statuses 502/503/504; other statuses only if `failure_statuses` lists them
+(one endpoint answering 500 is the application's error, not the region's).
+Closed -> open also asks `may_open` (the region store's ejection cap).
 """
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from math import ceil
+from typing import Callable
 
 from policies.model import CLOSED, HALF_OPEN, OPEN
 
@@ -66,11 +71,15 @@ class _Window:
         self.total = self.failures = 0
 
 
+GATEWAY_FAILURES = frozenset((502, 503, 504))
+
+
 class CircuitBreaker:
     __slots__ = ("cfg", "_state", "open_until", "open_for", "_consecutive", "_trials",
-                 "_trial_oks", "_window", "transitions", "why", "_on_change")
+                 "_trial_oks", "_window", "transitions", "_failing", "may_open", "why", "_on_change")
 
-    def __init__(self, cfg: BreakerConfig, on_change: Callable[[str], None] | None = None):
+    def __init__(self, cfg: BreakerConfig, may_open: Callable[[], bool] | None = None,
+                 on_change: Callable[[str], None] | None = None):
         self.cfg = cfg
         self._on_change = on_change  # told every state entered (metrics)
         self._state = CLOSED
@@ -82,6 +91,18 @@ class CircuitBreaker:
         self._window = _Window(cfg.window)
         self.transitions = 0
         self.why = ""  # what made the last transition, for the log
+        self._failing = GATEWAY_FAILURES | cfg.failure_statuses
+        # Asked before closed -> open: False keeps the region in (ejection cap).
+        self.may_open = may_open
+
+    def is_failure(self, status: int) -> bool:
+        """Does an answer with this status count against the region?"""
+        return status in self._failing
+
+    @property
+    def ejected(self) -> bool:
+        """Open or half-open: out of (full) rotation."""
+        return self._state != CLOSED
 
     # -- queries -------------------------------------------------------------
 
@@ -132,12 +153,15 @@ class CircuitBreaker:
             # Opening from closed always starts at open_for: the doubling only
             # spans an unbroken open -> half-open -> open run.
             if self._consecutive >= self.cfg.consecutive_failures:
-                self.why = f"{self._consecutive} consecutive failures"
-                changed = self._open(now, self.cfg.open_for)
+                why = f"{self._consecutive} consecutive failures"
             elif self._ratio_tripped(now):
                 total, failures = self._window.counts(now)
-                self.why = (f"{failures} of {total} requests failed in the last {self.cfg.window:g}s"
-                            f" ({failures / total:.0%} >= {self.cfg.failure_ratio:.0%})")
+                why = (f"{failures} of {total} requests failed in the last {self.cfg.window:g}s"
+                       f" ({failures / total:.0%} >= {self.cfg.failure_ratio:.0%})")
+            else:
+                why = ""
+            if why and (self.may_open is None or self.may_open()):
+                self.why = why
                 changed = self._open(now, self.cfg.open_for)
         elif self._state == HALF_OPEN:
             self.why = "a half-open trial request failed"
