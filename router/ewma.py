@@ -1,6 +1,8 @@
 """Exponentially weighted moving average, for smoothed latency."""
 from __future__ import annotations
 
+from math import exp
+
 
 class Ewma:
     """`Ewma(alpha=0.3)` or `Ewma(half_life=5)` (in samples: a sample's weight
@@ -23,4 +25,40 @@ class Ewma:
     def update(self, value: float) -> float:
         prev = self.value
         self.value = value if prev is None else prev + self.alpha * (value - prev)
+        return self.value
+
+
+class PeakEwma:
+    """Smoothed latency that believes bad news at once (Finagle's peak EWMA).
+
+    A rise confirmed by two samples in a row (the lower of the two) is taken as
+    is, so a region that slows from 10 ms to 200 ms shows it after its second
+    slow answer while one stray slow sample moves it only a little. Otherwise
+    the value decays towards each sample with a weight that grows with the
+    time since the previous one (time constant `decay` seconds): a busy region
+    averages over about `decay` seconds, a rarely sampled one follows its
+    latest sample.
+    """
+
+    __slots__ = ("decay", "value", "_at", "_last")
+
+    def __init__(self, decay: float = 10.0):
+        if decay <= 0:
+            raise ValueError("decay must be > 0")
+        self.decay = decay
+        self.value: float | None = None
+        self._at = 0.0  # time of the previous sample
+        self._last: float | None = None  # the previous sample
+
+    def update(self, sample: float, now: float) -> float:
+        prev, last = self.value, self._last
+        self._last = sample
+        dt = max(0.0, now - self._at)
+        self._at = now
+        if prev is None:
+            self.value = sample
+        elif last is not None and min(sample, last) > prev:
+            self.value = min(sample, last)
+        else:
+            self.value = sample + (prev - sample) * exp(-dt / self.decay)
         return self.value

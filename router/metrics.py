@@ -135,6 +135,11 @@ class Metrics:
         self.retry_budget_exhausted = Counter(
             "edge_router_retry_budget_exhausted", "Retries refused because the retry budget was spent.", registry=r,
         )
+        self.region_degraded = Gauge(
+            "edge_router_region_degraded",
+            "1 while the region's live error rate or p95 latency is over the [degrade] thresholds.",
+            ["region"], registry=r,
+        )
         self._strategy = ""
         self.regions = regions
         for rid in regions:
@@ -169,7 +174,7 @@ class Metrics:
 class RegionMetrics:
     """The label children of one region, bound once."""
 
-    __slots__ = ("upstream_latency", "request_duration", "healthy", "probe_latency", "circuit")
+    __slots__ = ("upstream_latency", "request_duration", "healthy", "probe_latency", "circuit", "degraded")
 
     def __init__(self, m: Metrics, region: str) -> None:
         self.upstream_latency = LocalHistogram()
@@ -177,3 +182,4 @@ class RegionMetrics:
         self.healthy = m.region_healthy.labels(region)
         self.probe_latency = m.probe_latency.labels(region)
         self.circuit = m.circuit_state.labels(region)
+        self.degraded = m.region_degraded.labels(region)

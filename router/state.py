@@ -19,14 +19,16 @@ from .breaker import CircuitBreaker
 from .clock import Clock
 from .config import Config, RegionConfig
 from .decisions import DecisionStore, Decisions, drain_factor
-from .ewma import Ewma
+from .degrade import DEGRADED, Degrade
+from .ewma import PeakEwma
 from .health import HealthState
 from .metrics import BREAKER_VALUES, Metrics, RegionMetrics
+from .slowstart import SlowStart
 
 log = logging.getLogger("edge_router.state")
 
-# How much a live request timing counts against probe samples in the EWMA.
-LATENCY_HALF_LIFE = 10.0
+# Smoothed latency: a busy region averages over about this many seconds.
+LATENCY_DECAY = 10.0
 
 
 class RegionRuntime:
@@ -35,6 +37,7 @@ class RegionRuntime:
     __slots__ = (
         "id", "config", "pool", "breaker", "health", "latency", "in_flight",
         "admit", "disabled", "draining", "effective_weight", "metrics", "health_excluded",
+        "degrade", "slow_start", "ramp",
     )
 
     def __init__(self, cfg: RegionConfig, breaker: CircuitBreaker, health: HealthState, metrics: RegionMetrics):
@@ -43,7 +46,7 @@ class RegionRuntime:
         self.pool = None  # UpstreamPool, attached by the server once the loop runs
         self.breaker = breaker
         self.health = health
-        self.latency = Ewma(half_life=LATENCY_HALF_LIFE)
+        self.latency = PeakEwma(LATENCY_DECAY)
         self.in_flight = 0
         self.admit = 1.0  # share of requests this region accepts (drains)
         self.disabled = False
@@ -51,6 +54,9 @@ class RegionRuntime:
         self.effective_weight = cfg.weight
         self.health_excluded = False  # prober says unhealthy and we are not in panic
         self.metrics = metrics
+        self.degrade: Degrade | None = None  # performance-based failover, set by the store
+        self.slow_start: SlowStart | None = None
+        self.ramp = 1.0  # slow-start share at the last publication
 
 
 def skip_reason(rt: RegionRuntime, draw: float, now: float, max_in_flight: int, trial: bool = True) -> str:
@@ -63,7 +69,7 @@ def skip_reason(rt: RegionRuntime, draw: float, now: float, max_in_flight: int, 
     if rt.health_excluded:
         return "unhealthy"
     if draw >= rt.admit:
-        return "draining"
+        return "draining" if rt.draining else "slow_start"
     if rt.in_flight >= max_in_flight:
         return "overloaded"
     if trial:
@@ -75,13 +81,8 @@ def skip_reason(rt: RegionRuntime, draw: float, now: float, max_in_flight: int, 
 
 
 def make_policy(name: str, config: Config) -> Policy:
-    """A strategy from the registry, with its tuning from the config."""
-    if name == "least-latency":
-        ll = config.least_latency
-        return REGISTRY[name](
-            relative_margin=ll.relative_margin, absolute_margin_ms=ll.absolute_margin * 1000.0, dwell=ll.dwell
-        )
-    return REGISTRY[name]()
+    """A strategy from the registry, with its settings from the config."""
+    return REGISTRY[name](config.strategy_settings(name))
 
 
 class RegionStore:
@@ -103,9 +104,11 @@ class RegionStore:
             rt = RegionRuntime(
                 rc,
                 CircuitBreaker(config.breaker),
-                HealthState(config.probe.fall, config.probe.rise),
+                HealthState.from_config(config.probe),
                 metrics.region_bound(rc.id),
             )
+            rt.degrade = Degrade(config.degrade)
+            rt.slow_start = SlowStart(config.slow_start)
             self.regions[rc.id] = rt
         metrics.in_flight = lambda: {rid: rt.in_flight for rid, rt in self.regions.items()}
         self.country_home = dict(config.country_home)
@@ -115,6 +118,7 @@ class RegionStore:
                 self.residency[c] = self.residency.get(c, frozenset()) | frozenset(rule.regions)
                 metrics.residency_refusals.labels(c)  # the series exists at 0 from the start
         self.version = 0
+        self.seq = 0  # requests ranked so far (RequestFacts.seq)
         self.panic = False
         self.snapshot: RegionSnapshot
         self.ranker: Ranker
@@ -152,19 +156,23 @@ class RegionStore:
             else:
                 log.warning("panic over: prober verdicts are used again")
         # A policy that schedules by effective weight (round-robin) has applied the
-        # drain already; admitting only `factor` of its picks on top would count
-        # the drain twice and spill the rest onto the next region in the rotation.
-        weighted = getattr(self._policy, "uses_effective_weight", False)
+        # drain and slow start already; admitting only `factor` of its picks on top
+        # would count them twice and spill the rest onto the next region in the rotation.
+        weighted = self._policy.shares_by_weight
         views = []
         for rt in regs:
             drain = d.drains.get(rt.id)
-            factor = 0.0 if rt.id in d.disabled else drain_factor(drain, wall)
+            state = rt.breaker.state(now)
             rt.disabled = rt.id in d.disabled
+            rt.slow_start.update(
+                not rt.disabled and rt.health.healthy is not False and state == CLOSED
+                and not rt.degrade.degraded, now)
+            rt.ramp = rt.slow_start.share(now)
+            factor = 0.0 if rt.disabled else drain_factor(drain, wall) * rt.ramp
             rt.draining = drain is not None and not rt.disabled
             rt.admit = 1.0 if weighted and factor > 0 else factor
             rt.effective_weight = rt.config.weight * factor
             rt.health_excluded = rt.health.healthy is False and not panic
-            state = rt.breaker.state(now)
             views.append(
                 RegionView(
                     id=rt.id,
@@ -179,6 +187,7 @@ class RegionStore:
                     draining=rt.draining,
                     in_flight=rt.in_flight,
                     role=rt.config.role,
+                    degraded=rt.degrade.degraded,
                 )
             )
         self.publish_gauges()
@@ -205,13 +214,26 @@ class RegionStore:
                 m.healthy.set(1 if rt.health.healthy else 0)
             if rt.latency.value is not None:
                 m.probe_latency.set(rt.latency.value)
+            m.degraded.set(1 if rt.degrade.degraded else 0)
 
     def tick(self) -> None:
-        """Periodic republish: drains progress, half-open comes due, dwell times pass."""
+        """Periodic republish: drains progress, half-open comes due, dwell times
+        pass, slow starts ramp, degrade windows are judged."""
         now = self.clock.now()
         for rt in self.regions.values():
             rt.breaker.tick(now)
+            self.judge_degrade(rt, now)
         self.publish()
+
+    def judge_degrade(self, rt: RegionRuntime, now: float) -> None:
+        change = rt.degrade.evaluate(now)
+        if change is None:
+            return
+        cfg = self.config.degrade
+        level = logging.WARNING if change == DEGRADED else logging.INFO
+        log.log(level, "region %s %s: %s over the last %gs (thresholds: error rate %g, p95 %gs,"
+                " at least %d requests)", rt.id, change, rt.degrade.stats_at_change.describe(),
+                cfg.window, cfg.error_rate, cfg.latency, cfg.min_requests)
 
     # -- events from the data plane and the prober -----------------------------
     def breaker_changed(self, rt: RegionRuntime, new_state: str | None) -> None:
@@ -221,10 +243,17 @@ class RegionStore:
             self.publish()
 
     def record_probe(self, rt: RegionRuntime, ok: bool, latency: float | None) -> None:
+        now = self.clock.now()
         if latency is not None and ok:
-            rt.latency.update(latency)
+            rt.latency.update(latency, now)
         was = rt.health.healthy
-        if rt.health.record(ok):
+        held = rt.health.held_until
+        changed = rt.health.record(ok, now)
+        if rt.health.held_until != held and rt.health.held_until > now:
+            log.warning("region %s flapped: %d health changes within %gs (limit %d); held down for %gs",
+                        rt.id, rt.health.held_flaps, self.config.probe.flap_window,
+                        self.config.probe.flap_limit, self.config.probe.flap_hold)
+        if changed:
             log.warning("region %s is now %s", rt.id, "healthy" if rt.health.healthy else "UNHEALTHY")
             if was is False and rt.health.healthy:
                 # Back after being down: let trial requests through at once
@@ -234,7 +263,23 @@ class RegionStore:
             self.publish()
 
     def record_latency(self, rt: RegionRuntime, seconds: float) -> None:
-        rt.latency.update(seconds)
+        """A latency probe's timing."""
+        rt.latency.update(seconds, self.clock.now())
+
+    def record_outcome(self, rt: RegionRuntime, seconds: float, status: int) -> None:
+        """A live request's result: `status` 0 when no answer came (timeout,
+        reset). Answers below 500 feed the smoothed latency; all feed the
+        degrade window."""
+        now = self.clock.now()
+        failed = status == 0 or status >= 500
+        if not failed:
+            rt.latency.update(seconds, now)
+        rt.degrade.record(now, seconds if status else None, failed)
+
+    def next_seq(self) -> int:
+        """Number the next request (RequestFacts.seq)."""
+        self.seq = seq = self.seq + 1
+        return seq
 
     # -- operator decisions -----------------------------------------------------
     def set_strategy(self, name: str) -> None:
@@ -283,6 +328,7 @@ class RegionStore:
                     "draining": rt.draining,
                     "in_flight": rt.in_flight,
                     "role": rt.config.role,
+                    **self.steering_json(rt, now),
                     "failover": list(rt.config.failover),
                     "connections": None if rt.pool is None else {
                         "open": rt.pool.open_connections,
@@ -298,6 +344,20 @@ class RegionStore:
             "process": {"pid": os.getpid(), "requests": sum(self.metrics.request_counts.values())},
             "default_region": snap.default_region,
             "regions": regions,
+        }
+
+
+    def steering_json(self, rt: RegionRuntime, now: float) -> dict:
+        """Degrade verdict and window, slow start, flap hold: /admin/state fields."""
+        st = rt.degrade.stats(now)
+        return {
+            "degraded": rt.degrade.degraded,
+            "degrade_window": {
+                "requests": st.requests, "error_rate": round(st.error_rate, 4),
+                "p95_ms": None if st.p95 is None else round(st.p95 * 1000.0, 1),
+            },
+            "slow_start": round(rt.ramp, 4) if rt.ramp < 1.0 else None,
+            "held_down_for": round(rt.health.held_until - now, 3) if rt.health.held(now) else None,
         }
 
 
