@@ -26,9 +26,11 @@ from .config import DegradeConfig
 
 PERCENTILE = 0.95
 RECOVER_MARGIN = 0.8  # recover below 80 % of each threshold: 4 % errors, p95 1.6 s
-# Histogram bounds (seconds) for the p95 estimate; the thresholds are added as
-# exact bounds so that the verdicts themselves are exact counts.
+# Histogram bounds (seconds) for the p95 estimate, plus finer ones around the
+# latency threshold (_NEAR x threshold); the threshold and RECOVER_MARGIN x
+# threshold are exact bounds, so that the verdicts themselves are exact counts.
 _BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+_NEAR = (0.25, 0.5, 0.65, 0.9, 1.1, 1.25, 1.5, 2.0, 3.0)
 
 DEGRADED, RECOVERED, RESTORED = "degraded", "recovered", "restored"
 
@@ -61,7 +63,7 @@ class Degrade:
     def __init__(self, cfg: DegradeConfig):
         self.cfg = cfg
         slowish = cfg.latency * RECOVER_MARGIN
-        self.bounds = tuple(sorted({*_BOUNDS, cfg.latency, slowish}))
+        self.bounds = tuple(sorted({*_BOUNDS, *(cfg.latency * k for k in _NEAR), cfg.latency, slowish}))
         self._slow_bin = self.bounds.index(cfg.latency) + 1  # first bin above the threshold
         self._slowish_bin = self.bounds.index(slowish) + 1
         self.width = cfg.window / 10  # ten time buckets per window

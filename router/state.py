@@ -264,7 +264,10 @@ class RegionStore:
 
     def record_latency(self, rt: RegionRuntime, seconds: float) -> None:
         """A latency probe's timing."""
+        first = rt.latency.value is None
         rt.latency.update(seconds, self.clock.now())
+        if first:  # the first measurement can reorder everything: publish now, not at the tick
+            self.publish()
 
     def record_outcome(self, rt: RegionRuntime, seconds: float, status: int) -> None:
         """A live request's result: `status` 0 when no answer came (timeout,
