@@ -57,7 +57,7 @@ class DegradeStats:
 
 
 class Degrade:
-    __slots__ = ("cfg", "bounds", "_slow_bin", "_slowish_bin", "width", "span", "buckets",
+    __slots__ = ("cfg", "bounds", "_slow_bin", "_slowish_bin", "width", "span", "buckets", "_cur",
                  "degraded", "since", "stats_at_change")
 
     def __init__(self, cfg: DegradeConfig):
@@ -70,28 +70,32 @@ class Degrade:
         self.span = max(1, ceil(cfg.window / self.width))
         # [bucket index, requests, errors, histogram (len(bounds) + 1 bins)]
         self.buckets: deque[list] = deque()
+        self._cur: list | None = None  # the newest bucket
         self.degraded = False
         self.since = 0.0  # when the current verdict began
         self.stats_at_change: DegradeStats | None = None
 
     def record(self, now: float, latency: float | None, failed: bool) -> None:
-        """One request's outcome; `latency` None when it got no answer."""
+        """One request's outcome; `latency` None when it got no answer. Per request: keep it lean."""
         idx = int(now // self.width)
-        buckets = self.buckets
-        if not buckets or buckets[-1][0] < idx:
+        cur = self._cur
+        if cur is None or cur[0] < idx:
             self._expire(idx)
-            buckets.append([idx, 0, 0, [0] * (len(self.bounds) + 1)])
-        last = buckets[-1]  # a clock that stepped back lands in the newest bucket
-        last[1] += 1
+            cur = self._cur = [idx, 0, 0, [0] * (len(self.bounds) + 1)]
+            self.buckets.append(cur)
+        # (a clock that stepped back lands in the newest bucket)
+        cur[1] += 1
         if failed:
-            last[2] += 1
+            cur[2] += 1
         if latency is not None:
-            last[3][bisect_left(self.bounds, latency)] += 1
+            cur[3][bisect_left(self.bounds, latency)] += 1
 
     def _expire(self, idx: int) -> None:
         buckets = self.buckets
         while buckets and buckets[0][0] <= idx - self.span:
             buckets.popleft()
+        if not buckets:
+            self._cur = None  # the newest bucket went too
 
     def stats(self, now: float) -> DegradeStats:
         self._expire(int(now // self.width))
@@ -137,6 +141,7 @@ class Degrade:
                 return self._set(False, now, st, RECOVERED)
         elif now - self.since >= cfg.window:
             self.buckets.clear()
+            self._cur = None
             return self._set(False, now, st, RESTORED)
         return None
 

@@ -53,12 +53,13 @@ class PeakEwma:
     def update(self, sample: float, now: float) -> float:
         prev, last = self.value, self._last
         self._last = sample
-        dt = max(0.0, now - self._at)
+        dt = now - self._at
         self._at = now
         if prev is None:
-            self.value = sample
-        elif last is not None and min(sample, last) > prev:
-            self.value = min(sample, last)
+            value = sample
+        elif last is not None and sample > prev and last > prev:
+            value = sample if sample < last else last  # the confirmed rise
         else:
-            self.value = sample + (prev - sample) * exp(-dt / self.decay)
-        return self.value
+            value = sample + (prev - sample) * exp(-dt / self.decay) if dt > 0 else prev
+        self.value = value
+        return value

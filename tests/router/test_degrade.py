@@ -89,3 +89,11 @@ def test_still_bad_while_ranked_last_stays_degraded():
     for t in range(10, 130, 10):  # it is all that is left: keeps serving, keeps failing
         feed(d, float(t), 10, failed=2)
         assert d.evaluate(float(t)) is None and d.degraded
+
+
+def test_recording_after_the_whole_window_expired_starts_a_new_bucket():
+    d = Degrade(CFG)
+    feed(d, 0.0, 5)
+    assert d.stats(100.0).requests == 0  # everything expired, newest bucket included
+    feed(d, 100.0, 3)
+    assert d.stats(100.0).requests == 3
