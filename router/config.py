@@ -720,6 +720,8 @@ def summarize(config: Config) -> str:
     """Human summary printed by `edge-router check-config`."""
     p, b = config.probe, config.breaker
     tls = "TLS" if config.listen.tls_cert else "plain HTTP"
+    flapping = (f"flapping: more than {p.flap_limit} changes in {format_duration(p.flap_window)}"
+                f" -> held {format_duration(p.flap_hold)}" if p.flap_limit else "no flap damping")
     lines = [
         f"strategy:       {config.strategy}",
         f"default region: {config.default_region}",
@@ -728,8 +730,13 @@ def summarize(config: Config) -> str:
         f"geoip database: {config.geo.database or 'none (every client -> default region)'}",
         f"probe:          every {format_duration(p.interval)}, timeout {format_duration(p.timeout)},"
         f" fall {p.fall}, rise {p.rise}, latency every {format_duration(p.latency_interval)}",
+        f"                fast {format_duration(p.fast_interval)}, down {format_duration(p.down_interval)};"
+        f" {flapping}",
         f"breaker:        opens after {b.consecutive_failures} failures"
         f" for {format_duration(b.open_for)} (max {format_duration(b.max_open_for)})",
+        f"steering:       slow start {format_duration(config.slow_start) if config.slow_start else 'off'};"
+        f" degraded over {config.degrade.error_rate:.0%} errors or p95 {format_duration(config.degrade.latency)}"
+        f" ({format_duration(config.degrade.window)} window, >= {config.degrade.min_requests} requests)",
         f"workers:        {config.workers}",
         f"regions ({len(config.regions)}):",
     ]
