@@ -275,9 +275,13 @@ class RegionStore:
         degrade window."""
         now = self.clock.now()
         failed = status == 0 or status >= 500
-        if not failed:
-            rt.latency.update(seconds, now)
         rt.degrade.record(now, seconds if status else None, failed)
+        if not failed:
+            before = rt.latency.value
+            after = rt.latency.update(seconds, now)
+            if before is not None and after >= 2.0 * before:
+                # A confirmed slowdown (x2 at least): rankings should not wait for the tick.
+                self.publish()
 
     def next_seq(self) -> int:
         """Number the next request (RequestFacts.seq)."""
