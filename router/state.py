@@ -119,6 +119,8 @@ class RegionStore:
                 metrics.residency_refusals.labels(c)  # the series exists at 0 from the start
         self.version = 0
         self.seq = 0  # requests ranked so far (RequestFacts.seq)
+        # set by the prober: measure this region's latency now
+        self.latency_check: Callable[[RegionRuntime], None] | None = None
         self.panic = False
         self.snapshot: RegionSnapshot
         self.ranker: Ranker
@@ -262,12 +264,14 @@ class RegionStore:
                     log.info("breaker %s: half-open (the prober saw it recover)", rt.id)
             self.publish()
 
-    def record_latency(self, rt: RegionRuntime, seconds: float) -> None:
-        """A latency probe's timing."""
-        first = rt.latency.value is None
-        rt.latency.update(seconds, self.clock.now())
-        if first:  # the first measurement can reorder everything: publish now, not at the tick
-            self.publish()
+    def record_latency(self, rt: RegionRuntime, seconds: float, confirming: bool = False) -> None:
+        """A latency probe's timing. A probe sent to confirm a slow live answer
+        counts only if it is slow too: a fast health URL must not break the
+        run of slow answers that confirms a slowdown."""
+        before = rt.latency.value
+        if confirming and before is not None and seconds < 2.0 * before:
+            return
+        self._latency_sample(rt, seconds, self.clock.now())
 
     def record_outcome(self, rt: RegionRuntime, seconds: float, status: int) -> None:
         """A live request's result: `status` 0 when no answer came (timeout,
@@ -277,11 +281,19 @@ class RegionStore:
         failed = status == 0 or status >= 500
         rt.degrade.record(now, seconds if status else None, failed)
         if not failed:
-            before = rt.latency.value
-            after = rt.latency.update(seconds, now)
-            if before is not None and after >= 2.0 * before:
-                # A confirmed slowdown (x2 at least): rankings should not wait for the tick.
-                self.publish()
+            self._latency_sample(rt, seconds, now)
+
+    def _latency_sample(self, rt: RegionRuntime, seconds: float, now: float) -> None:
+        before = rt.latency.value
+        after = rt.latency.update(seconds, now)
+        if before is None or after >= 2.0 * before:
+            # A first measurement or a confirmed slowdown (x2 at least) can reorder
+            # everything: publish now, not at the next tick.
+            self.publish()
+        elif seconds >= 2.0 * before and self.latency_check is not None:
+            # One slow sample is not believed alone: have the prober measure now
+            # rather than wait for the next live request or latency_interval.
+            self.latency_check(rt)
 
     def next_seq(self) -> int:
         """Number the next request (RequestFacts.seq)."""

@@ -178,3 +178,27 @@ def test_live_timings_move_the_least_latency_leader_within_two_samples():
     clock.advance(0.1)
     store.record_outcome(us, 0.2, 200)  # confirmed: published at once, without a tick
     assert store.ranker.rank(RequestFacts())[0] == "us-west-2"
+
+
+def test_a_lone_slow_answer_asks_the_prober_and_only_a_slow_probe_confirms():
+    store, clock = make_store("least-latency")
+    asked = []
+    store.latency_check = asked.append
+    for rid, s in (("us-east-1", 0.01), ("us-west-2", 0.05), ("eu-west-1", 0.09), ("ap-southeast-1", 0.2)):
+        store.record_latency(store.regions[rid], s)
+    us = store.regions["us-east-1"]
+    clock.advance(0.1)
+    store.record_outcome(us, 0.2, 200)
+    assert asked == [us]
+    store.record_latency(us, 0.01, confirming=True)  # the health URL is fast: ignored ...
+    clock.advance(0.1)
+    store.record_outcome(us, 0.2, 200)  # ... so two slow answers in a row still confirm
+    assert store.ranker.rank(RequestFacts())[0] == "us-west-2"
+    store2, clock2 = make_store("least-latency")
+    store2.latency_check = lambda rt: None
+    for rid, s in (("us-east-1", 0.01), ("us-west-2", 0.05)):
+        store2.record_latency(store2.regions[rid], s)
+    clock2.advance(0.1)
+    store2.record_outcome(store2.regions["us-east-1"], 0.2, 200)
+    store2.record_latency(store2.regions["us-east-1"], 0.2, confirming=True)  # slow too: confirmed
+    assert store2.ranker.rank(RequestFacts())[0] == "us-west-2"
