@@ -17,20 +17,18 @@ Every wait is bounded; the table reports what it saw.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import statistics
-import threading
 import time
 from typing import Callable
 
 from bench.failover import Router, Simulator, _http, toml_value
+from bench.loadgen import PacedLoad
 
 LATENCIES = {"us-east-1": "10ms", "us-west-2": "40ms", "eu-west-1": "44ms", "ap-southeast-1": "60ms"}
 FAILOVER = {"us-east-1": ["us-west-2"], "us-west-2": ["us-east-1"], "eu-west-1": ["us-east-1"],
             "ap-southeast-1": ["us-west-2"]}
 GB = {"X-Forwarded-For": "81.2.69.142"}  # eu-west-1 in the MaxMind test database
-PATH = "/api/v1/echo"
 
 
 def config(ports: dict[str, int], strategy: str, extra: str = "", probe: str = "") -> str:
@@ -61,44 +59,6 @@ def wait_for(cond: Callable[[], object], timeout: float, every: float = 0.01) ->
     return None
 
 
-class Paced:
-    """Light traffic: a GET every 1/rps seconds, one at a time, recording
-    (sent, answered, region)."""
-
-    def __init__(self, port: int, rps: float, headers: dict | None = None):
-        self.port, self.every, self.headers = port, 1.0 / rps, headers or {}
-        self.seen: list[tuple[float, float, str | None]] = []
-        self.stop_ = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop_.is_set():
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-            sent = time.monotonic()
-            try:
-                conn.request("GET", PATH, headers=self.headers)
-                r = conn.getresponse()
-                r.read()
-                self.seen.append((sent, time.monotonic(), r.getheader("X-Edge-Region")))
-            except (OSError, http.client.HTTPException):
-                self.seen.append((sent, time.monotonic(), None))
-            finally:
-                conn.close()
-            self.stop_.wait(self.every)
-
-    def first(self, match: Callable[[str | None], bool], sent_after: float) -> float | None:
-        """When the first matching answer to a request sent after `sent_after` came."""
-        return next((done for sent, done, got in self.seen if sent > sent_after and match(got)), None)
-
-    def __enter__(self) -> "Paced":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop_.set()
-        self.thread.join(15)
-
-
 def region(router: Router, rid: str) -> dict:
     return next(r for r in router.state()["regions"] if r["id"] == rid)
 
@@ -121,7 +81,7 @@ def recovery(sim: Simulator, trials: int) -> list[float | None]:
 
 
 def leader(router: Router) -> str | None:
-    status, body = _http(router.admin, "GET", "/admin/route", timeout=2)
+    status, body = _http(router.admin, "GET", "/admin/route?country=US", timeout=2)
     return json.loads(body).get("leader")
 
 
@@ -132,8 +92,8 @@ def takeover(sim: Simulator, trials: int, rps: float) -> tuple[list[float | None
         r = Router(config(sim.ports, "least-latency"))
         try:
             wait_for(lambda: all(x["latency_ms"] is not None for x in r.state()["regions"]), 10)
-            with Paced(r.port, rps) as load:
-                wait_for(lambda: load.seen and load.seen[-1][2] == "us-east-1", 10)
+            with PacedLoad(r.port, 1.0 / rps) as load:
+                wait_for(lambda: leader(r) == "us-east-1" and load.results and load.results[-1][3] == "us-east-1", 10)
                 time.sleep(1.0)
                 t0 = time.monotonic()
                 sim.fault("us-east-1", extra_latency="190ms")
@@ -155,9 +115,9 @@ def near_equal(sim: Simulator, rps: float, observe: float) -> tuple[int, int]:
             _http(r.admin, "POST", f"/admin/regions/{rid}/disable")
         wait_for(lambda: all(x["latency_ms"] is not None for x in r.state()["regions"]), 10)
         time.sleep(2.0)
-        with Paced(r.port, rps) as load:
+        with PacedLoad(r.port, 1.0 / rps) as load:
             time.sleep(observe)
-        regions = [rid for _, _, rid in load.seen]
+        regions = load.regions()
         changes = sum(1 for a, b in zip(regions, regions[1:]) if a != b)
         return len(regions), changes
     finally:
@@ -168,7 +128,7 @@ def degrade(sim: Simulator, rps: float) -> tuple[float | None, float | None]:
     extra = '[degrade]\nwindow = "5s"\nmin_requests = 10'
     r = Router(config(sim.ports, "geographic", extra=extra))
     try:
-        with Paced(r.port, rps * 4, GB) as load:
+        with PacedLoad(r.port, 0.25 / rps, headers=GB) as load:
             time.sleep(1.0)
             sim.fault("eu-west-1", error_rate=0.1)
             degraded = wait_for(lambda: region(r, "eu-west-1")["degraded"], 60, 0.05)

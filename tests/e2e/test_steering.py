@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import re
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from bench.loadgen import ClosedLoopLoad
+from bench.loadgen import ClosedLoopLoad, PacedLoad
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import make_config, request, wait_until  # noqa: E402
@@ -37,37 +36,6 @@ def sim():
 @pytest.fixture(autouse=True)
 def _clean(clean_sim):
     """Every test starts and ends with the module's regions fault-free."""
-
-
-class Paced:
-    """Light traffic: one GET every `every` seconds on one keep-alive-less
-    connection at a time, recording (time, status, region)."""
-
-    def __init__(self, port: int, every: float = 0.1, headers: dict | None = None):
-        self.port, self.every, self.headers = port, every, headers or {}
-        self.results: list[tuple[float, int, str | None]] = []
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                r = request(self.port, "GET", API, headers=self.headers, timeout=10)
-                self.results.append((time.monotonic(), r.status, r.region))
-            except OSError as exc:
-                self.results.append((time.monotonic(), -1, type(exc).__name__))
-            self.stopping.wait(self.every)
-
-    def since(self, t: float) -> list[str | None]:
-        return [r[2] for r in self.results if r[0] >= t]
-
-    def __enter__(self) -> "Paced":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stopping.set()
-        self.thread.join(15)
 
 
 def transitions(seq: list) -> list:
@@ -102,23 +70,23 @@ def test_least_latency_leader_slowed_to_200ms_loses_traffic_within_2s(sim, route
     rp = router_factory(make_config(sim.ports, strategy="least-latency"))
     wait_until(lambda: all(r["latency_ms"] is not None for r in rp.state()["regions"]), 10, what="latencies")
     wait_until(lambda: rp.get(API).region == "us-east-1", 15, what="us-east-1 (10 ms) to lead")
-    with Paced(rp.port, every=0.1) as load:
+    with PacedLoad(rp.port, every=0.1) as load:  # light traffic: about 8 requests a second
         time.sleep(1.0)
-        assert set(load.since(time.monotonic() - 0.8)) == {"us-east-1"}
+        assert set(load.regions()[-5:]) == {"us-east-1"}
         t0 = time.monotonic()
         sim.fault("us-east-1", extra_latency="190ms")  # 10 ms -> 200 ms
 
         def moved():
-            recent = [r for r in load.results if r[0] > t0]
-            return len(recent) >= 3 and [r[2] for r in recent[-3:]] == ["us-west-2"] * 3
+            last = load.regions()[-3:]
+            return load.first("us-east-1".__ne__, t0) is not None and len(set(last)) == 1 and "us-east-1" not in last
 
         wait_until(moved, 10, 0.02, "traffic to leave us-east-1")
-        first = next(r[0] for r in load.results if r[0] > t0 and r[2] == "us-west-2")
-        took = first - t0
+        took = load.first("us-east-1".__ne__, t0) - t0
     assert took < 2.0, took
-    assert all(r[1] == 200 for r in load.results)
+    assert all(r[2] == 200 for r in load.results)
     route = rp.admin_req("GET", "/admin/route?country=US").json()
-    assert route["leader"] == "us-west-2" and route["latencies_ms"]["us-east-1"] > 150, route
+    # the next fastest (us-west-2 at 40 ms, or eu-west-1 at 44 ms: within the margins of each other)
+    assert route["leader"] in ("us-west-2", "eu-west-1") and route["latencies_ms"]["us-east-1"] > 150, route
     assert "latencies_ms" in route and "why" in route
 
 
@@ -129,12 +97,12 @@ def test_least_latency_40_and_44ms_regions_never_flap(sim, router_factory):
     assert rp.admin_req("POST", "/admin/regions/ap-southeast-1/disable").status == 200
     wait_until(lambda: all(r["latency_ms"] is not None for r in rp.state()["regions"]), 10, what="latencies")
     time.sleep(1.5)  # latency estimates settle
-    with Paced(rp.port, every=0.05) as load:
+    with PacedLoad(rp.port, every=0.05) as load:
         time.sleep(12.0)
-    seq = [r[2] for r in load.results]
+    seq = load.regions()
     assert len(seq) > 60, len(seq)
     assert len(transitions(seq)) == 1, transitions(seq)
-    assert all(r[1] == 200 for r in load.results)
+    assert all(r[2] == 200 for r in load.results)
 
 
 @pytest.mark.parametrize("strategy", ["geographic", "round-robin"])
