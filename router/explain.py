@@ -30,8 +30,10 @@ def explain_route(
         # Draw 0: a draining region is usable while it still admits any share.
         reason = skip_reason(rt, 0.0, now, max_in_flight, trial=False)
         entry = {"region": rid, "usable": not reason, "reason": reason or None}
-        if (rt.draining or rt.ramp < 1.0) and not reason:
+        if rt.draining and not reason:
             entry["admits"] = round(rt.admit, 4)
+        if rt.ramp < 1.0 and not reason:
+            entry["slow_start"] = round(rt.ramp, 4)
         if rt.degrade.degraded:
             entry["degraded"] = rt.degrade.stats(now).describe()
         candidates.append(entry)

@@ -23,7 +23,7 @@ from .degrade import DEGRADED, Degrade
 from .ewma import PeakEwma
 from .health import HealthState
 from .metrics import BREAKER_VALUES, Metrics, RegionMetrics
-from .slowstart import SlowStart
+from .slowstart import RampedRanker, SlowStart
 
 log = logging.getLogger("edge_router.state")
 
@@ -69,7 +69,7 @@ def skip_reason(rt: RegionRuntime, draw: float, now: float, max_in_flight: int, 
     if rt.health_excluded:
         return "unhealthy"
     if draw >= rt.admit:
-        return "draining" if rt.draining else "slow_start"
+        return "draining"
     if rt.in_flight >= max_in_flight:
         return "overloaded"
     if trial:
@@ -148,7 +148,8 @@ class RegionStore:
         self.latency_check: Callable[[RegionRuntime], None] | None = None
         self.panic = False
         self.snapshot: RegionSnapshot
-        self.ranker: Ranker
+        self.ranker: Ranker  # what requests use: the prepared ranker, with slow start
+        self.prepared: Ranker  # the strategy's own, handed back to it on the next prepare
         self.strategy = ""
         self._policy: Policy | None = None
         self.listeners: list[Callable[[RegionSnapshot], None]] = []
@@ -165,7 +166,7 @@ class RegionStore:
             self.strategy = d.strategy
             self.metrics.set_strategy(d.strategy)
         else:
-            previous = getattr(self, "ranker", None)
+            previous = getattr(self, "prepared", None)
         wall = self._wall()
         regs = self.regions.values()
         # Panic (Envoy's panic threshold at 0 %): when the prober holds every
@@ -184,7 +185,9 @@ class RegionStore:
                 log.warning("panic over: prober verdicts are used again")
         # A policy that schedules by effective weight (round-robin) has applied the
         # drain and slow start already; admitting only `factor` of its picks on top
-        # would count them twice and spill the rest onto the next region in the rotation.
+        # would count them twice and spill the rest onto the next region in the
+        # rotation. For the others, drains thin a region's picks here (admit) and
+        # slow start reorders (RampedRanker): a ramping region is never skipped.
         weighted = self._policy.shares_by_weight
         views = []
         for rt in regs:
@@ -195,9 +198,10 @@ class RegionStore:
                 not rt.disabled and rt.health.healthy is not False and state == CLOSED
                 and not rt.degrade.degraded, now)
             rt.ramp = rt.slow_start.share(now)
-            factor = 0.0 if rt.disabled else drain_factor(drain, wall) * rt.ramp
+            factor = 0.0 if rt.disabled else drain_factor(drain, wall)
             rt.draining = drain is not None and not rt.disabled
             rt.admit = 1.0 if weighted and factor > 0 else factor
+            factor *= rt.ramp
             rt.effective_weight = rt.config.weight * factor
             rt.health_excluded = rt.health.healthy is False and not panic
             views.append(
@@ -229,7 +233,9 @@ class RegionStore:
             now=now,
         )
         self.snapshot = snap
-        self.ranker = self._policy.prepare(snap, previous)
+        self.prepared = self._policy.prepare(snap, previous)
+        ramps = {rt.id: rt.ramp for rt in regs if rt.ramp < 1.0}
+        self.ranker = RampedRanker(self.prepared, ramps) if ramps and not weighted else self.prepared
         for cb in self.listeners:
             cb(snap)
         return snap

@@ -86,18 +86,19 @@ def test_slow_start_share_under_geographic_and_round_robin():
     for _ in range(store.config.probe.rise):
         store.record_probe(rt, True, 0.05)
     # back: 10 % of its own countries' traffic, the rest to its failover region
-    assert rt.admit == pytest.approx(0.1)
-    assert skip_reason(rt, 0.05, clock.now(), 100) == ""
-    assert skip_reason(rt, 0.5, clock.now(), 100) == "slow_start"
+    assert rt.ramp == pytest.approx(0.1) and rt.admit == 1.0
+    assert Counter(firsts(store, "GB", 1000)) == {"eu-west-1": 100, "us-east-1": 900}
+    # moved to the end, not removed: it serves when nothing else can
+    assert set(store.ranker.rank(RequestFacts("GB", seq=store.seq))) == set(store.regions)
     assert store.state_json()["regions"][2]["slow_start"] == pytest.approx(0.1)
     route = explain_route(store, country="GB", client_ip=None, max_in_flight=100)
-    assert route["candidates"][0] == {"region": "eu-west-1", "usable": True, "reason": None, "admits": 0.1}
+    assert {"region": "eu-west-1", "usable": True, "reason": None, "slow_start": 0.1} in route["candidates"]
     shares = []
     for _ in range(4):
         clock.advance(10.0)
         store.tick()
-        shares.append(round(rt.admit, 2))
-    assert shares == [0.4, 0.7, 1.0, 1.0]
+        shares.append(Counter(firsts(store, "GB", 1000))["eu-west-1"])
+    assert shares == [pytest.approx(400, abs=2), pytest.approx(700, abs=2), 1000, 1000]
 
     store.set_strategy("round-robin")
     for _ in range(store.config.probe.fall):
@@ -113,6 +114,22 @@ def test_slow_start_share_under_geographic_and_round_robin():
     assert counts["us-east-1"] == pytest.approx(100, abs=2)
 
 
+def test_a_ramping_region_alone_takes_every_request():
+    store, clock = make_store("geographic", slow_start=30.0)
+    rt = store.regions["eu-west-1"]
+    for _ in range(store.config.probe.fall):
+        store.record_probe(rt, False, None)
+    for other in ("us-east-1", "us-west-2", "ap-southeast-1"):
+        store.disable(other)
+    for _ in range(store.config.probe.rise):
+        store.record_probe(rt, True, 0.05)
+    now = clock.now()
+    for _ in range(50):
+        order = store.ranker.rank(RequestFacts("GB", seq=store.next_seq()))
+        usable = [r for r in order if not skip_reason(store.regions[r], 0.5, now, 100, trial=False)]
+        assert usable == ["eu-west-1"]
+
+
 def test_a_region_back_from_degraded_or_an_open_breaker_ramps_too():
     store, clock = make_store("geographic", slow_start=20.0)
     answers(store, "eu-west-1", 10, status=503)
@@ -120,7 +137,7 @@ def test_a_region_back_from_degraded_or_an_open_breaker_ramps_too():
     clock.advance(DEGRADE.window)
     store.tick()
     rt = store.regions["eu-west-1"]
-    assert not rt.degrade.degraded and rt.admit == pytest.approx(0.1)
+    assert not rt.degrade.degraded and rt.ramp == pytest.approx(0.1)
     us = store.regions["us-east-1"]
     for _ in range(store.config.breaker.consecutive_failures):
         store.breaker_changed(us, us.breaker.on_failure(clock.now()))
@@ -128,7 +145,7 @@ def test_a_region_back_from_degraded_or_an_open_breaker_ramps_too():
     for _ in range(store.config.breaker.half_open_requests):
         assert us.breaker.allow(clock.now())
         store.breaker_changed(us, us.breaker.on_success(clock.now()))
-    assert us.breaker.state(clock.now()) == "closed" and us.admit == pytest.approx(0.1)
+    assert us.breaker.state(clock.now()) == "closed" and us.ramp == pytest.approx(0.1)
 
 
 def test_flapping_region_is_held_down_and_logged(caplog):
