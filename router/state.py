@@ -421,7 +421,6 @@ class RegionStore:
             "regions": regions,
         }
 
-
     def steering_json(self, rt: RegionRuntime, now: float) -> dict:
         """Degrade verdict and window, slow start, flap hold: /admin/state fields."""
         st = rt.degrade.stats(now)
