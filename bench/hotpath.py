@@ -70,7 +70,7 @@ class MemoryTransport:
 async def _setup(geo_db: str | None):
     from router.clock import Clock
     from router.config import default_config
-    from router.decisions import MemoryDecisionStore
+    from router.store import MemoryDecisionStore
     from router.listener import ClientConnection
     from router.metrics import Metrics
     from router.pool import Endpoint, UpstreamPool

@@ -18,7 +18,10 @@ _SUMMED_GAUGES = frozenset((
     "process_open_fds",
 ))
 # ... except these, where the worst is the lowest.
-_MIN_GAUGES = frozenset(("edge_router_region_healthy", "process_start_time_seconds"))
+_MIN_GAUGES = frozenset((
+    "edge_router_region_healthy", "process_start_time_seconds",
+    "edge_router_state_store_up", "edge_router_config_reload_success",
+))
 
 
 def merge_states(states: list[dict]) -> dict:
@@ -31,6 +34,9 @@ def merge_states(states: list[dict]) -> dict:
         "panic": any(s.get("panic") for s in states),
         "default_region": first.get("default_region"),
         "workers": [s["process"] for s in states if "process" in s],
+        # The store's document is the same in every worker; local overrides too
+        # (the supervisor sends a local decision to each worker).
+        "decisions": first.get("decisions"),
         "regions": [],
     }
     for i, region in enumerate(first["regions"]):

@@ -138,6 +138,19 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StateConfig:
+    """[state]: where operator decisions live (memory | file | redis)."""
+
+    backend: str = "memory"  # memory | file | redis
+    path: str | None = None  # file backend: the JSON file (written atomically)
+    url: str | None = None  # redis backend: redis://host:port/db or rediss://...
+    key_prefix: str = "edge-router:"
+    tls_ca: str | None = None  # rediss: CA bundle to verify the server
+    tls_cert: str | None = None  # rediss: client certificate
+    tls_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RegionConfig:
     id: str
     api: str
@@ -169,6 +182,7 @@ class Config:
     breaker: BreakerConfig = BreakerConfig()
     limits: LimitsConfig = LimitsConfig()
     log: LogConfig = LogConfig()
+    state: StateConfig = StateConfig()
     degrade: DegradeConfig = DegradeConfig()
     slow_start: float = 30.0  # a region coming back ramps 10 % -> 100 % over this; 0 = off
     residency: tuple[ResidencyRule, ...] = ()
@@ -463,6 +477,11 @@ _STRATEGY_SETTINGS = {  # table -> (strategy name, Settings, checks)
     settings_table(name): (name, cls.Settings, _settings_spec(cls.Settings))
     for name, cls in REGISTRY.items() if cls.Settings is not None
 }
+STATE_BACKENDS = ("memory", "file", "redis")
+_STATE = {
+    "backend": _choice(STATE_BACKENDS, "state backend"), "path": _string, "url": _string,
+    "key_prefix": _string, "tls_ca": _string, "tls_cert": _string, "tls_key": _string,
+}
 _REGION = {
     "id": _region_id, "api": _url, "health": _url, "provider": _string,
     "role": _choice(ROLES, "role"), "failover": _string_list, "weight": _number(),
@@ -473,7 +492,7 @@ _TOP = {
     "default_region": _string, "strategy": _choice(STRATEGIES, "strategy"),
     "workers": _integer(1), "listen": dict, "admin": dict, "geo": dict, "probe": dict,
     "breaker": dict, "limits": dict, "log": dict, "regions": list, "residency": list,
-    "degrade": dict, "slow_start": _duration(allow_zero=True),
+    "degrade": dict, "slow_start": _duration(allow_zero=True), "state": dict,
     **{table: dict for table in _STRATEGY_SETTINGS},
 }
 
@@ -567,6 +586,8 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     settings = {name: Settings(**c.table(top.get(table, {}), table, spec))
                 for table, (name, Settings, spec) in _STRATEGY_SETTINGS.items()}
     degrade = c.table(top.get("degrade", {}), "degrade", _DEGRADE)
+    state = c.table(top.get("state", {}), "state", _STATE)
+    _check_state(c, state)
 
     raw_regions = top.get("regions", [])
     if isinstance(data, dict) and not data.get("regions"):
@@ -598,11 +619,25 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         limits=LimitsConfig(**limits),
         strategies=MappingProxyType(settings),
         log=LogConfig(**log),
+        state=StateConfig(**state),
         degrade=DegradeConfig(**degrade),
         slow_start=top.get("slow_start", Config.__dataclass_fields__["slow_start"].default),
         residency=residency,
         workers=top.get("workers", 1),
     )
+
+
+def _check_state(c: _Checker, state: dict[str, Any]) -> None:
+    backend = state.get("backend", StateConfig().backend)
+    if backend == "file" and "path" not in state:
+        c.add("state.path", "required when state.backend is \"file\"")
+    if backend == "redis":
+        url = state.get("url")
+        if url is None:
+            c.add("state.url", "required when state.backend is \"redis\"")
+        elif not url.startswith(("redis://", "rediss://")):
+            c.add("state.url", f"bad URL {url!r} (need redis://host:port/db or rediss://...)")
+    c.pair(state, "state", "tls_cert", "tls_key")
 
 
 def _names(ids: set[str]) -> str:
@@ -762,6 +797,15 @@ def with_overrides(config: Config, *, listen: str | Address | None = None,
     return config
 
 
+def _redact(url: str | None) -> str:
+    """A Redis URL without its password."""
+    parts = urlsplit(url or "")
+    if parts.password is None:
+        return url or ""
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
 def summarize(config: Config) -> str:
     """Human summary printed by `edge-router check-config`."""
     p, b = config.probe, config.breaker
@@ -784,6 +828,8 @@ def summarize(config: Config) -> str:
         f" degraded over {config.degrade.error_rate:.0%} errors or p95 {format_duration(config.degrade.latency)}"
         f" ({format_duration(config.degrade.window)} window, >= {config.degrade.min_requests} requests)",
         f"workers:        {config.workers}",
+        f"decisions:      {config.state.backend}"
+        + {"file": f" ({config.state.path})", "redis": f" ({_redact(config.state.url)})"}.get(config.state.backend, ""),
         f"regions ({len(config.regions)}):",
     ]
     width = max(len(r.id) for r in config.regions) if config.regions else 0
