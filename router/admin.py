@@ -20,6 +20,7 @@ from .client_ip import parse_ip
 from .config import parse_duration
 from .explain import explain_route
 from .metrics import CONTENT_TYPE
+from .ratelimit import LiftError
 from .state import RegionStore
 
 audit_log = logging.getLogger("edge_router.audit")
@@ -50,8 +51,9 @@ ROUTES = (
     ("GET", "/metrics", "metrics"),
     ("GET", "/healthz", "healthz"),
     ("GET", "/readyz", "readyz"),
+    ("POST", "/admin/ratelimit/lift", "ratelimit_lift"),
 )
-MUTATIONS = ("set_strategy", "drain", "disable", "enable")
+MUTATIONS = ("set_strategy", "drain", "disable", "enable", "ratelimit_lift")
 
 
 def build_app(handlers: object) -> web.Application:
@@ -97,6 +99,7 @@ class AdminAPI:
         ready: Callable[[], bool],
         max_in_flight: int,
         audit: bool = True,
+        rate_limiter=None,
     ) -> None:
         self.audit = audit  # off in workers: the supervisor writes the one audit line
         self.store = store
@@ -106,13 +109,17 @@ class AdminAPI:
         self.metrics_render = metrics_render
         self.ready = ready
         self.max_in_flight = max_in_flight
+        self.rate_limiter = rate_limiter
 
     def app(self) -> web.Application:
         return build_app(self)
 
     # -- reads -------------------------------------------------------------------
     async def state(self, request: web.Request) -> web.Response:
-        return _json(self.store.state_json())
+        data = self.store.state_json()
+        if self.rate_limiter is not None:
+            data["rate_limit"] = self.rate_limiter.state_json()
+        return _json(data)
 
     async def metrics(self, request: web.Request) -> web.Response:
         self.store.publish_gauges()
@@ -248,3 +255,24 @@ class AdminAPI:
         getattr(self.store, action)(rid)
         self._audit(request, who, action, {"region": rid})
         return _json({"region": rid, "disabled": action == "disable"})
+
+    # -- rate limiting (router/ratelimit) ------------------------------------------
+    async def ratelimit_lift(self, request: web.Request) -> web.Response:
+        """POST /admin/ratelimit/lift {"rule", "key", "for"}: let one key through a rule for a while."""
+        denied, who = self._authorize(request)
+        if denied:
+            return denied
+        data = await self._body(request, ("rule", "key"))
+        if isinstance(data, web.Response):
+            return data
+        unknown = sorted(set(data) - {"rule", "key", "for"})
+        if unknown:
+            return _error(400, "bad_request", f"unknown field '{unknown[0]}'", field=unknown[0])
+        if self.rate_limiter is None:
+            return _error(400, "bad_request", "no [rate_limit] rules are configured", field="rule")
+        try:
+            done = self.rate_limiter.lift(data["rule"], data["key"], data.get("for", "10m"))
+        except LiftError as exc:
+            return _error(400, "bad_request", str(exc), field=exc.field)
+        self._audit(request, who, "ratelimit_lift", done)  # API keys appear hashed
+        return _json(done)

@@ -135,6 +135,11 @@ class Metrics:
         self.retry_budget_exhausted = Counter(
             "edge_router_retry_budget_exhausted", "Retries refused because the retry budget was spent.", registry=r,
         )
+        self.rate_limited = Counter(
+            "edge_router_rate_limited",
+            "Requests over a rate limit, by rule: answered 429, or let through by a log_only rule.",
+            ["rule"], registry=r,
+        )
         self._strategy = ""
         self.regions = regions
         for rid in regions:

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 class Proxy:
     """Shared by every client connection: the store, GeoIP, metrics, limits."""
 
-    def __init__(self, *, config, store: "RegionStore", geo, metrics, clock, access_log: Callable | None = None):
+    def __init__(self, *, config, store: "RegionStore", geo, metrics, clock, access_log: Callable | None = None,
+                 rate_limiter=None):
         self.loop = asyncio.get_running_loop()
         self.config = config
         self.limits = config.limits
@@ -30,6 +31,7 @@ class Proxy:
         self.metrics = metrics
         self.clock = clock
         self.access_log = access_log
+        self.rate_limiter = rate_limiter  # router/ratelimit, None without rules
         self.trusted = TrustedProxies(config.geo.trusted_proxies)
         # The same clients come back (and behind a load balancer, the same
         # peers): parsing their addresses once is enough.

@@ -21,6 +21,7 @@ from .metrics import Metrics
 from .pool import Endpoint, UpstreamPool, client_ssl_context
 from .prober import Prober
 from .proxy import Proxy
+from .ratelimit import RateLimiter
 from .resolver import Resolver
 from .state import RegionStore
 
@@ -49,6 +50,8 @@ class Router:
         self.metrics = Metrics(tuple(r.id for r in config.regions))
         self.store = RegionStore(config, MemoryDecisionStore(config.strategy), self.metrics, self.clock)
         self.prober = Prober(config, self.store)
+        self.rate_limiter = RateLimiter(config.rate_limit, self.clock.now, state=config.state,
+                                        metric=self.metrics.rate_limited)
         self._server: asyncio.AbstractServer | None = None
         self._admin_runner: web.AppRunner | None = None
         self._ticker: asyncio.Task | None = None
@@ -77,7 +80,8 @@ class Router:
             )
         self.access_log = access = AccessLog() if cfg.log.access_log else None
         self.proxy = proxy = Proxy(
-            config=cfg, store=self.store, geo=self.geo, metrics=self.metrics, clock=self.clock, access_log=access
+            config=cfg, store=self.store, geo=self.geo, metrics=self.metrics, clock=self.clock, access_log=access,
+            rate_limiter=self.rate_limiter if self.rate_limiter.rules else None,
         )
         server_ssl = None
         if cfg.listen.tls_cert:
@@ -96,7 +100,7 @@ class Router:
         api = AdminAPI(
             self.store, token=token, token_env=cfg.admin.token_env, geo=self.geo,
             metrics_render=self._render_metrics, ready=self.ready, max_in_flight=cfg.breaker.max_in_flight,
-            audit=not self.worker,
+            audit=not self.worker, rate_limiter=self.rate_limiter,
         )
         self._admin_runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
         await self._admin_runner.setup()
@@ -106,6 +110,7 @@ class Router:
         if not token and not self.worker:
             log.warning("no admin token in $%s: admin mutations are refused (403)", cfg.admin.token_env)
         await self.prober.start()
+        await self.rate_limiter.start()
         self._ticker = asyncio.create_task(self._tick_loop(), name="tick")
         if self.worker:
             log.info("worker %d serving %s:%d (private admin port %d)", os.getpid(),
@@ -116,6 +121,12 @@ class Router:
                 cfg.listen.address.host, self.listen_port, cfg.admin.address.host, self.admin_port,
                 self.store.strategy, len(self.store.regions),
             )
+
+    def apply_rate_limit(self, config: Config) -> None:
+        """Config reload: the new [rate_limit] rules (and [state]'s Redis) take effect at once."""
+        self.rate_limiter.reconfigure(config.rate_limit, config.state)
+        if self.proxy is not None:  # no rules: the hot path skips the limiter altogether
+            self.proxy.rate_limiter = self.rate_limiter if self.rate_limiter.rules else None
 
     def _render_metrics(self) -> bytes:
         if self.geo is not None:
@@ -164,6 +175,7 @@ class Router:
         if self._ticker is not None:
             self._ticker.cancel()
         await self.prober.stop()
+        await self.rate_limiter.stop()
         for rt in self.store.regions.values():
             if rt.pool is not None:
                 rt.pool.close()

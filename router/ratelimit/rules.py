@@ -1,0 +1,140 @@
+"""A configured rule, compiled for the hot path: what it matches, how it finds
+its key, its bucket, its key table, and what the operator sees of it."""
+from __future__ import annotations
+
+import hashlib
+import math
+
+from ..config import RateLimitRule
+from .bucket import Bucket, KeyTable
+
+CLIENT_IP, COUNTRY, HEADER = range(3)
+UNKNOWN_COUNTRY = "unknown"  # no GeoIP answer: these clients share one bucket
+TOP_KEPT = 256  # limited keys counted per rule, for /admin/state's top list
+
+
+def key_hash(key: str) -> str:
+    """How an API key is shown (admin state, audit) and named in Redis: never in clear."""
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def header_value(headers: list[bytes], lname: bytes) -> str | None:
+    """The first value of a header, from the listener's "Name: value\\r\\n" lines."""
+    n = len(lname)
+    for line in headers:
+        if line[:n].lower() == lname:
+            return line[n:-2].strip().decode("latin-1")
+    return None
+
+
+def path_of(url: bytes) -> bytes:
+    """The request target's path (absolute-form keeps only its path)."""
+    if url[:1] == b"/":
+        return url
+    i = url.find(b"://")
+    if i < 0:
+        return b"/" + url
+    j = url.find(b"/", i + 3)
+    return url[j:] if j >= 0 else b"/"
+
+
+class Rule:
+    __slots__ = (
+        "config", "name", "kind", "header", "prefix", "methods", "base", "bucket", "table",
+        "log_only", "policy", "lifts", "limited", "top", "counter", "pending", "share",
+    )
+
+    def __init__(self, config: RateLimitRule, max_keys: int, counter=None) -> None:
+        self.config = config
+        self.name = config.name
+        key = config.key
+        self.kind = CLIENT_IP if key == "client_ip" else COUNTRY if key == "country" else HEADER
+        self.header = (key[7:].lower() + ":").encode() if self.kind == HEADER else b""
+        self.prefix = config.path_prefix.encode() if config.path_prefix else None
+        self.methods = config.methods
+        self.base = Bucket(config.rate, config.burst)
+        self.bucket = self.base  # the base, or this replica's share while Redis is away
+        self.share = 1
+        self.table = KeyTable(max_keys)
+        self.log_only = config.action == "log_only"
+        # RateLimit-Policy (draft-ietf-httpapi-ratelimit-headers): the bucket as
+        # "burst requests per the time it takes to refill", e.g. 100/s burst 200 -> q=200;w=2.
+        window = max(1, math.ceil(config.burst / config.rate))
+        self.policy = b'"%s";q=%d;w=%d' % (self.name.encode(), config.burst, window)
+        self.lifts: dict[str, float] = {}  # key (or its hash) -> lifted until (clock time)
+        self.limited = 0  # requests over the limit (rejected, or let through when log_only)
+        self.top: dict[str, int] = {}  # key -> times limited, at most TOP_KEPT keys
+        self.counter = counter  # edge_router_rate_limited_total{rule=name}, if metrics are on
+        self.pending: dict[str, int] | None = None  # redis: admitted since the last sync
+
+    def applies(self, method: str, url: bytes) -> bool:
+        if self.methods is not None and method not in self.methods:
+            return False
+        return self.prefix is None or path_of(url).startswith(self.prefix)
+
+    def key_of(self, headers: list[bytes], ip: str, country: str | None) -> str | None:
+        kind = self.kind
+        if kind == CLIENT_IP:
+            return ip
+        if kind == COUNTRY:
+            return country or UNKNOWN_COUNTRY
+        return header_value(headers, self.header)  # no such header: the rule does not apply
+
+    def shown(self, key: str) -> str:
+        return key_hash(key) if self.kind == HEADER else key
+
+    def set_share(self, share: int) -> None:
+        self.share = share
+        self.bucket = self.base if share <= 1 else self.base.scaled(share)
+
+    def lifted(self, key: str, now: float) -> bool:
+        """Has the operator lifted this key's limit (by its value or, for API keys, its hash)?"""
+        lifts = self.lifts
+        until = lifts.get(key)
+        if until is None and self.kind == HEADER:
+            until = lifts.get(key_hash(key))
+        if until is None:
+            return False
+        if until > now:
+            return True
+        lifts.pop(key, None)
+        return False
+
+    def count_limited(self, key: str) -> None:
+        self.limited += 1
+        if self.counter is not None:
+            self.counter.inc()
+        top = self.top
+        n = top.get(key)
+        if n is not None:
+            top[key] = n + 1
+        else:
+            if len(top) >= TOP_KEPT:  # keep the heavier half: a flood of keys cannot grow it
+                for k, _ in sorted(top.items(), key=lambda kv: kv[1])[: TOP_KEPT // 2]:
+                    del top[k]
+            top[key] = 1
+
+    def state_json(self, now: float, top: int = 10) -> dict:
+        c = self.config
+        return {
+            "name": self.name,
+            "key": c.key,
+            "match": {"path_prefix": c.path_prefix, "methods": sorted(c.methods) if c.methods else None},
+            "rate": c.rate_text,
+            "burst": c.burst,
+            "action": c.action,
+            "share": self.share,
+            "limited": self.limited,
+            "keys": len(self.table),
+            "max_keys": self.table.limit,
+            "evicted": self.table.evicted,
+            "evicted_before_refill": self.table.evicted_active,
+            "top_limited": [
+                {"key": self.shown(k), "limited": n}
+                for k, n in sorted(self.top.items(), key=lambda kv: -kv[1])[:top]
+            ],
+            "lifts": [
+                {"key": self.shown(k) if not k.startswith("sha256:") else k, "for_seconds": round(u - now, 1)}
+                for k, u in self.lifts.items() if u > now
+            ],
+        }
