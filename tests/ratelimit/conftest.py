@@ -66,3 +66,19 @@ def redis_server(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def router_factory():
+    """Routers (tests/e2e/harness.py) started at will; each stopped when the test ends."""
+    from harness import start_router
+
+    started = []
+
+    def start(*args, **kw):
+        started.append(start_router(*args, **kw))
+        return started[-1]
+
+    yield start
+    for rp in started:
+        rp.stop()
