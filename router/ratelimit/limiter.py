@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from math import ceil
 from typing import Callable
 
 from ..config import RateLimitConfig, StateConfig, parse_duration
@@ -63,48 +64,75 @@ class RateLimiter:
 
     # -- the hot path ------------------------------------------------------------------
     def check(self, method: str, url: bytes, headers: list[bytes], ip: str, country: str | None) -> bytes | Limited:
-        """Header lines for the allowed answer (maybe b""), or the Limited that refuses it."""
+        """Header lines for the allowed answer (maybe b""), or the Limited that refuses it.
+
+        Bucket.take / KeyTable.get / put, inlined: this runs for every request and rule.
+        """
         now = self.now()
         takes = None
         worst = None
         wait = 0.0
         for rule in self.rules:
-            if (rule.methods is not None or rule.prefix is not None) and not rule.applies(method, url):
+            if rule.by_ip:
+                key = ip
+            else:
+                key = rule.key_of(headers, ip, country)
+                if key is None:
+                    continue
+            if rule.filtered and not rule.applies(method, url):
                 continue
-            key = rule.key_of(headers, ip, country)
-            if key is None:
-                continue
-            new = rule.bucket.take(rule.table.get(key), now)
-            if new < 0.0:  # over the limit by -new seconds
+            bucket = rule.bucket
+            tats = rule.tats
+            tat = tats.get(key)
+            if tat is None or tat < now:
+                new = now + bucket.interval
+            else:
+                new = tat + bucket.interval
+            if new - now - bucket.tau > 1e-9:  # over the limit
                 if rule.lifts and rule.lifted(key, now):
                     continue
                 rule.count_limited(key)
-                if not rule.log_only and -new > wait:
-                    worst, wait = rule, -new
+                if not rule.log_only and new - now - bucket.tau > wait:
+                    worst, wait = rule, new - now - bucket.tau
                 continue
             if takes is None:
-                takes = [(rule, key, new)]
+                takes = [(rule, key, new, tat is not None)]
             else:
-                takes.append((rule, key, new))
+                takes.append((rule, key, new, tat is not None))
         if worst is not None:
             return Limited(worst, wait)
         if takes is None:
             return b""
         strictest = None
         left = 0
-        for rule, key, new in takes:
-            rule.table.put(key, new, now)
+        for rule, key, new, known in takes:
+            if known:
+                tats = rule.tats
+                tats[key] = new
+                tats.move_to_end(key)
+            else:
+                rule.table.put(key, new, now)
             pending = rule.pending
             if pending is not None:
                 pending[key] = pending.get(key, 0) + 1
             if not rule.log_only:
-                r = rule.bucket.remaining(new, now)
+                bucket = rule.bucket
+                r = int((bucket.tau - (new - now)) * bucket.rate + 1e-9)
                 if strictest is None or r < left:
                     strictest, left, tat = rule, r, new
         if strictest is None or not self.headers:
             return b""
-        return b'RateLimit-Policy: %s\r\nRateLimit: "%s";r=%d;t=%d\r\n' % (
-            strictest.policy, strictest.name.encode(), left, strictest.bucket.full_in(tat, now))
+        # t: whole seconds until the bucket is full again. The lines repeat (same
+        # remaining count, same t), so they are kept, up to a bound, not rebuilt.
+        full = ceil(tat - now - 1e-9)
+        lines = strictest.lines
+        k = (left << 20) | full
+        got = lines.get(k)
+        if got is None:
+            got = b"%s%d;t=%d\r\n" % (strictest.head, left, full)
+            if len(lines) < 4096:
+                lines[k] = got
+        return got
 
     # -- operations -------------------------------------------------------------------
     def reconfigure(self, config: RateLimitConfig, state: StateConfig | None = None) -> None:
@@ -117,7 +145,7 @@ class RateLimiter:
             rule = Rule(rc, config.max_keys, counter)
             prev = old.get((rc.name, rc.key))
             if prev is not None:
-                rule.table, rule.lifts, rule.top, rule.limited = prev.table, prev.lifts, prev.top, prev.limited
+                rule.take_over(prev)
                 rule.table.limit = config.max_keys
                 if prev.base.interval != rule.base.interval:
                     rule.table.rescale(prev.base.interval, rule.base.interval, self.now())

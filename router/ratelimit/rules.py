@@ -41,7 +41,8 @@ def path_of(url: bytes) -> bytes:
 class Rule:
     __slots__ = (
         "config", "name", "kind", "header", "prefix", "methods", "base", "bucket", "table",
-        "log_only", "policy", "lifts", "limited", "top", "counter", "pending", "share",
+        "log_only", "policy", "lifts", "limited", "top", "counter", "pending", "share", "tats",
+        "filtered", "head", "lines", "by_ip",
     )
 
     def __init__(self, config: RateLimitRule, max_keys: int, counter=None) -> None:
@@ -49,23 +50,34 @@ class Rule:
         self.name = config.name
         key = config.key
         self.kind = CLIENT_IP if key == "client_ip" else COUNTRY if key == "country" else HEADER
+        self.by_ip = self.kind == CLIENT_IP
         self.header = (key[7:].lower() + ":").encode() if self.kind == HEADER else b""
         self.prefix = config.path_prefix.encode() if config.path_prefix else None
         self.methods = config.methods
+        self.filtered = self.prefix is not None or self.methods is not None
         self.base = Bucket(config.rate, config.burst)
         self.bucket = self.base  # the base, or this replica's share while Redis is away
         self.share = 1
         self.table = KeyTable(max_keys)
+        self.tats = self.table.tats  # the hot path's shortcut
         self.log_only = config.action == "log_only"
         # RateLimit-Policy (draft-ietf-httpapi-ratelimit-headers): the bucket as
         # "burst requests per the time it takes to refill", e.g. 100/s burst 200 -> q=200;w=2.
         window = max(1, math.ceil(config.burst / config.rate))
         self.policy = b'"%s";q=%d;w=%d' % (self.name.encode(), config.burst, window)
+        # an allowed answer's header lines, up to the remaining count
+        self.lines: dict[int, bytes] = {}  # (remaining, t) -> the whole lines, bounded
+        self.head = b'RateLimit-Policy: %s\r\nRateLimit: "%s";r=' % (self.policy, self.name.encode())
         self.lifts: dict[str, float] = {}  # key (or its hash) -> lifted until (clock time)
         self.limited = 0  # requests over the limit (rejected, or let through when log_only)
         self.top: dict[str, int] = {}  # key -> times limited, at most TOP_KEPT keys
         self.counter = counter  # edge_router_rate_limited_total{rule=name}, if metrics are on
         self.pending: dict[str, int] | None = None  # redis: admitted since the last sync
+
+    def take_over(self, prev: "Rule") -> None:
+        """A reload kept this rule: its buckets, lifts and counts carry over."""
+        self.table, self.tats, self.lifts, self.top, self.limited = (
+            prev.table, prev.tats, prev.lifts, prev.top, prev.limited)
 
     def applies(self, method: str, url: bytes) -> bool:
         if self.methods is not None and method not in self.methods:
