@@ -73,14 +73,14 @@ class RateLimiter:
         worst = None
         wait = 0.0
         for rule in self.rules:
+            if rule.filtered and not rule.applies(method, url):
+                continue
             if rule.by_ip:
                 key = ip
             else:
                 key = rule.key_of(headers, ip, country)
                 if key is None:
                     continue
-            if rule.filtered and not rule.applies(method, url):
-                continue
             bucket = rule.bucket
             tats = rule.tats
             tat = tats.get(key)

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import pytest
 
+from router.clock import FakeClock
+from router.config import RateLimitConfig, RateLimitRule
+from router.ratelimit import RateLimiter
 from router.ratelimit.bucket import Bucket, KeyTable
 
 
@@ -37,6 +40,15 @@ def run(bucket: Bucket, times: list[float]) -> list[bool]:
 )
 def test_bucket_table(rate, burst, times, expected):
     assert run(Bucket(rate, burst), times) == expected
+    # the limiter's inlined hot path agrees with the reference
+    clock = FakeClock(0.0)
+    rule = RateLimitRule(name="t", key="client_ip", rate=rate, burst=burst, rate_text="-")
+    rl = RateLimiter(RateLimitConfig(rules=(rule,)), clock.now)
+    got = []
+    for t in times:
+        clock.t = float(t)
+        got.append(rl.check("GET", b"/", [], "192.0.2.1", None).__class__ is bytes)
+    assert got == expected
 
 
 def test_wait_remaining_and_reset():

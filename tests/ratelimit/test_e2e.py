@@ -181,3 +181,16 @@ def test_redis_stopped_falls_back_to_local_share(sim, router_factory, redis_serv
     assert statuses == [200] * 6 + [429] * 2  # limits still hold, locally
     assert time.monotonic() - t0 < 5  # and requests never wait for Redis
     assert "falling back to local limits" in rp.log()
+
+
+def test_workers_merge_state_and_take_lifts(sim, router_factory):
+    rules = [{"name": "per-ip", "key": "client_ip", "rate": "1/m", "burst": 1}]
+    rp = router_factory("workers = 2\n" + make_config(sim.ports) + rate_limit_toml(rules))
+    statuses = [rp.get(PATH, headers={"X-Forwarded-For": A}).status for _ in range(6)]
+    assert 429 in statuses  # each worker holds its own buckets in local mode
+    rule = rp.state()["rate_limit"]["rules"][0]
+    assert rule["limited"] == statuses.count(429)  # summed over the workers
+    assert rule["top_limited"] == [{"key": A, "limited": statuses.count(429)}]
+    lifted = rp.admin_req("POST", "/admin/ratelimit/lift", {"rule": "per-ip", "key": A, "for": "1m"})
+    assert lifted.status == 200, lifted.body
+    assert all(rp.get(PATH, headers={"X-Forwarded-For": A}).status == 200 for _ in range(6))
