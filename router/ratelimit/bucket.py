@@ -6,6 +6,10 @@ interval T = 1/rate further; a request is over the limit when that would put
 tat more than tau = burst * T ahead of now. A key whose tat is in the past
 has a full bucket, which is exactly a key never seen: such entries can be
 forgotten at no cost, which is what keeps the table small.
+
+Bucket.take / remaining / full_in define the arithmetic; RateLimiter.check
+inlines them (it runs for every request and rule), and tests/ratelimit/
+test_bucket.py holds both to the same table.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from math import ceil
 from typing import Callable
 
 from ..config import RateLimitConfig, StateConfig, parse_duration
-from .rules import HEADER, Rule, key_hash
+from .rules import CLIENT_IP, COUNTRY, HEADER, UNKNOWN_COUNTRY, Rule, header_value, key_hash, path_of
 
 log = logging.getLogger("edge_router.ratelimit")
 
@@ -73,13 +73,21 @@ class RateLimiter:
         worst = None
         wait = 0.0
         for rule in self.rules:
-            if rule.filtered and not rule.applies(method, url):
-                continue
-            if rule.by_ip:
+            if rule.filtered:  # the rule's match
+                if rule.methods is not None and method not in rule.methods:
+                    continue
+                prefix = rule.prefix
+                if prefix is not None and not url.startswith(prefix) and (
+                        url[:1] == b"/" or not path_of(url).startswith(prefix)):
+                    continue
+            kind = rule.kind  # the rule's key
+            if kind == CLIENT_IP:
                 key = ip
+            elif kind == COUNTRY:
+                key = country or UNKNOWN_COUNTRY
             else:
-                key = rule.key_of(headers, ip, country)
-                if key is None:
+                key = header_value(headers, rule.header)
+                if key is None:  # no such header: the rule does not apply
                     continue
             bucket = rule.bucket
             tats = rule.tats

@@ -13,17 +13,21 @@ UNKNOWN_COUNTRY = "unknown"  # no GeoIP answer: these clients share one bucket
 TOP_KEPT = 256  # limited keys counted per rule, for /admin/state's top list
 
 
-def key_hash(key: str) -> str:
+def key_hash(key: str | bytes) -> str:
     """How an API key is shown (admin state, audit) and named in Redis: never in clear."""
-    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    raw = key if isinstance(key, bytes) else key.encode("latin-1", "replace")
+    return "sha256:" + hashlib.sha256(raw).hexdigest()[:16]
 
 
-def header_value(headers: list[bytes], lname: bytes) -> str | None:
-    """The first value of a header, from the listener's "Name: value\\r\\n" lines."""
+def header_value(headers: list[bytes], lname: bytes) -> bytes | None:
+    """The first value of a header, from the listener's "Name: value\\r\\n" lines, as
+    bytes: header rules key their tables by the raw value (no decoding per request)."""
     n = len(lname)
+    colon = n - 1
     for line in headers:
-        if line[:n].lower() == lname:
-            return line[n:-2].strip().decode("latin-1")
+        # the colon test first: only names of the right length are lowered
+        if len(line) > n and line[colon] == 58 and line[:n].lower() == lname:
+            return line[n:-2].strip()
     return None
 
 
@@ -42,7 +46,7 @@ class Rule:
     __slots__ = (
         "config", "name", "kind", "header", "prefix", "methods", "base", "bucket", "table",
         "log_only", "policy", "lifts", "limited", "top", "counter", "pending", "share", "tats",
-        "filtered", "head", "lines", "by_ip",
+        "filtered", "head", "lines",
     )
 
     def __init__(self, config: RateLimitRule, max_keys: int, counter=None) -> None:
@@ -50,7 +54,6 @@ class Rule:
         self.name = config.name
         key = config.key
         self.kind = CLIENT_IP if key == "client_ip" else COUNTRY if key == "country" else HEADER
-        self.by_ip = self.kind == CLIENT_IP
         self.header = (key[7:].lower() + ":").encode() if self.kind == HEADER else b""
         self.prefix = config.path_prefix.encode() if config.path_prefix else None
         self.methods = config.methods
@@ -79,19 +82,6 @@ class Rule:
         self.table, self.tats, self.lifts, self.top, self.limited = (
             prev.table, prev.tats, prev.lifts, prev.top, prev.limited)
 
-    def applies(self, method: str, url: bytes) -> bool:
-        if self.methods is not None and method not in self.methods:
-            return False
-        return self.prefix is None or path_of(url).startswith(self.prefix)
-
-    def key_of(self, headers: list[bytes], ip: str, country: str | None) -> str | None:
-        kind = self.kind
-        if kind == CLIENT_IP:
-            return ip
-        if kind == COUNTRY:
-            return country or UNKNOWN_COUNTRY
-        return header_value(headers, self.header)  # no such header: the rule does not apply
-
     def shown(self, key: str) -> str:
         return key_hash(key) if self.kind == HEADER else key
 
@@ -102,9 +92,13 @@ class Rule:
     def lifted(self, key: str, now: float) -> bool:
         """Has the operator lifted this key's limit (by its value or, for API keys, its hash)?"""
         lifts = self.lifts
-        until = lifts.get(key)
-        if until is None and self.kind == HEADER:
-            until = lifts.get(key_hash(key))
+        if self.kind == HEADER:  # bytes: lifts name it as text or by its hash
+            key = key.decode("latin-1")
+            until = lifts.get(key)
+            if until is None:
+                until = lifts.get(key_hash(key))
+        else:
+            until = lifts.get(key)
         if until is None:
             return False
         if until > now:
