@@ -258,6 +258,8 @@ class Supervisor:
                 if failed:
                     return _error(502, "partial", f"workers {failed} refused what worker 0 accepted")
                 args = orjson.loads(body) if body.strip() else {}
+                if action == "ratelimit_lift":  # the worker's answer: an API key hashed, not in clear
+                    args = orjson.loads(first)
                 if "id" in request.match_info:
                     args = {"region": request.match_info["id"], **(args if isinstance(args, dict) else {})}
                 audit(request, who, action, args)

@@ -123,9 +123,11 @@ class GlobalSync:
             self._task.cancel()
             self._task = None
         if self.client is not None:
-            try:
+            try:  # leave the fleet at once, so that the others' share (N) is right
+                if self.up:
+                    await asyncio.wait_for(self.client.zrem(self.prefix + "replicas", self.replica), self.timeout)
                 await self.client.aclose()
-            except (RedisError, OSError):
+            except (RedisError, OSError, asyncio.TimeoutError):
                 pass
             self.client = None
 
