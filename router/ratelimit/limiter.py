@@ -134,11 +134,11 @@ class RateLimiter:
         # remaining count, same t), so they are kept, up to a bound, not rebuilt.
         full = ceil(tat - now - 1e-9)
         lines = strictest.lines
-        k = (left << 20) | full
+        k = (left << 32) | full
         got = lines.get(k)
         if got is None:
             got = b"%s%d;t=%d\r\n" % (strictest.head, left, full)
-            if len(lines) < 4096:
+            if len(lines) < 4096 and full < 1 << 32:
                 lines[k] = got
         return got
 

@@ -92,6 +92,33 @@ def test_client_over_its_limit_gets_429_another_is_untouched(sim, router_factory
     assert '"action": "ratelimit_lift"' in rp.log() or '"action":"ratelimit_lift"' in rp.log()
 
 
+def test_three_times_the_rate_gets_about_the_rate(sim, router_factory):
+    rate, burst = 10.0, 5
+    rules = [{"name": "per-ip", "key": "client_ip", "rate": "10/s", "burst": burst}]
+    rp = router_factory(make_config(sim.ports) + rate_limit_toml(rules))
+    conn = http.client.HTTPConnection("127.0.0.1", rp.port, timeout=10)
+    statuses, retry_after = [], set()
+    t0 = time.monotonic()
+    for i in range(90):  # 30 requests a second for 3 s, paced
+        delay = t0 + i / (3 * rate) - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        conn.request("GET", PATH, headers={"X-Forwarded-For": A})
+        r = conn.getresponse()
+        r.read()
+        statuses.append(r.status)
+        if r.status == 429:
+            retry_after.add(r.getheader("Retry-After"))
+    elapsed = time.monotonic() - t0
+    conn.close()
+    allowed = statuses.count(200)
+    assert set(statuses) == {200, 429}
+    assert allowed <= rate * elapsed + burst  # exact in local mode
+    assert allowed >= 0.8 * rate * min(elapsed, 3.0)
+    assert retry_after == {"1"}
+    assert rp.get(PATH, headers={"X-Forwarded-For": B}).status == 200
+
+
 def test_match_only_limits_what_it_names(sim, router_factory):
     rules = [{"name": "payments", "key": "client_ip", "rate": "1/m", "burst": 1,
               "match": {"path_prefix": "/api/v1/payments", "methods": ["POST"]}}]
