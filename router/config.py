@@ -825,4 +825,12 @@ def summarize(config: Config) -> str:
             lines.append(f"  {', '.join(sorted(rule.countries))} -> only {', '.join(rule.regions)}")
     else:
         lines.append("residency:      none")
+    rl = config.rate_limit
+    if rl.rules:
+        lines.append(f"rate limit ({len(rl.rules)} rules, {rl.backend}):")
+        for r in rl.rules:
+            match = "".join((f" on {r.path_prefix}*" if r.path_prefix else "",
+                             f" for {','.join(sorted(r.methods))}" if r.methods else ""))
+            lines.append(f"  {r.name}: {r.rate_text}, burst {r.burst}, per {r.key}{match}"
+                         + (" (log_only)" if r.action == "log_only" else ""))
     return "\n".join(lines)

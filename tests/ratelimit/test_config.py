@@ -70,3 +70,12 @@ def test_defaults_and_a_full_example():
 def test_problems_name_the_key_path(extra, expected):
     found = problems(extra)
     assert any(p.startswith(expected) for p in found), found
+
+
+def test_check_config_summary_lists_the_rules():
+    from router.config import summarize
+
+    text = summarize(parse('[[rate_limit.rules]]\nname = "p"\nkey = "header:X-Api-Key"\nrate = "10/m"\n'
+                           'action = "log_only"\nmatch = { path_prefix = "/api/v1/payments", methods = ["POST"] }\n'))
+    assert "rate limit (1 rules, local):" in text
+    assert "p: 10/m, burst 1, per header:X-Api-Key on /api/v1/payments* for POST (log_only)" in text
