@@ -21,25 +21,35 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, tmp: Path) -> None:
+    """redis-server without persistence; with `tls` (ca, cert, key paths) TLS only,
+    client certificates required."""
+
+    def __init__(self, tmp: Path, tls: tuple[str, str, str] | None = None) -> None:
         self.tmp = tmp
+        self.tls = tls
         self.port = _free_port()
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.tmp)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.tmp)]
+        if self.tls:
+            ca, cert, key = self.tls
+            args[1:3] = ["--port", "0", "--tls-port", str(self.port), "--tls-ca-cert-file", ca,
+                         "--tls-cert-file", cert, "--tls-key-file", key, "--tls-auth-clients", "yes"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"redis-server exited with {self.proc.returncode}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    if self.tls:  # a TLS port: accepting connections is enough
+                        return
                     s.sendall(b"PING\r\n")
                     if s.recv(16).startswith(b"+PONG"):
                         return
@@ -66,6 +76,24 @@ def redis_server(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def redis_tls(tmp_path):
+    """A TLS-only redis-server requiring client certificates, and the client's files."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server, client = ca.issue_cert("127.0.0.1"), ca.issue_cert("edge-router-client")
+    files = {}
+    for name, blob in (("ca.pem", ca.cert_pem), ("server.crt", server.cert_chain_pems[0]),
+                       ("server.key", server.private_key_pem), ("client.crt", client.cert_chain_pems[0]),
+                       ("client.key", client.private_key_pem)):
+        blob.write_to_path(str(tmp_path / name))
+        files[name] = str(tmp_path / name)
+    srv = RedisServer(tmp_path, (files["ca.pem"], files["server.crt"], files["server.key"]))
+    srv.start()
+    yield srv, files
+    srv.stop()
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from router.ratelimit import RateLimiter
 pytestmark = pytest.mark.timeout(90)
 
 
-def make(url: str, rate: float, burst: int, interval: float = 0.1, replicas: int = 1) -> RateLimiter:
+def make(url: str, rate: float, burst: int, interval: float = 0.1, replicas: int = 1, **tls) -> RateLimiter:
     rule = RateLimitRule(name="ip", key="client_ip", rate=rate, burst=burst, rate_text=f"{rate:g}/s")
     cfg = RateLimitConfig(backend="redis", rules=(rule,), sync_interval=interval, replicas=replicas)
-    return RateLimiter(cfg, time.monotonic, state=StateConfig(backend="redis", url=url, key_prefix="t:"))
+    return RateLimiter(cfg, time.monotonic, state=StateConfig(backend="redis", url=url, key_prefix="t:", **tls))
 
 
 async def wait_for(cond, timeout: float = 15.0) -> None:
@@ -109,5 +109,25 @@ def test_reload_switches_backend(redis_server):
             await wait_for(lambda: rl.sync is not None and rl.sync.up is True)
         finally:
             await rl.stop()
+
+    asyncio.run(main())
+
+
+def test_rediss_with_client_certificates(redis_tls):
+    server, files = redis_tls
+
+    async def main() -> None:
+        good = make(server.url, 10.0, 4, tls_ca=files["ca.pem"], tls_cert=files["client.crt"],
+                    tls_key=files["client.key"])
+        anonymous = make(server.url, 10.0, 4, tls_ca=files["ca.pem"])  # no client certificate
+        await good.start()
+        await anonymous.start()
+        try:
+            await wait_for(lambda: good.sync.up is True and anonymous.sync.up is False)
+            assert good.sync.replicas == 1  # the refused one never joined
+            assert good.state_json()["redis"]["redis"] == f"127.0.0.1:{server.port}/0"
+        finally:
+            await good.stop()
+            await anonymous.stop()
 
     asyncio.run(main())
