@@ -64,10 +64,13 @@ class Rule:
         self.table = KeyTable(max_keys)
         self.tats = self.table.tats  # the hot path's shortcut
         self.log_only = config.action == "log_only"
-        # RateLimit-Policy (draft-ietf-httpapi-ratelimit-headers): the bucket as
-        # "burst requests per the time it takes to refill", e.g. 100/s burst 200 -> q=200;w=2.
-        window = max(1, math.ceil(config.burst / config.rate))
-        self.policy = b'"%s";q=%d;w=%d' % (self.name.encode(), config.burst, window)
+        # RateLimit-Policy (draft-ietf-httpapi-ratelimit-headers) has a quota per whole
+        # seconds, no burst: "burst requests per the time it takes to refill"
+        # (100/s burst 200 -> q=200;w=2), rounded up so that it never promises more; a
+        # bucket that refills within a second says its rate (100/s burst 10 -> q=100;w=1).
+        window = max(1, math.ceil(config.burst / config.rate - 1e-9))
+        quota = config.burst if window > 1 else max(config.burst, int(config.rate))
+        self.policy = b'"%s";q=%d;w=%d' % (self.name.encode(), quota, window)
         # an allowed answer's header lines, up to the remaining count
         self.lines: dict[int, bytes] = {}  # (remaining, t) -> the whole lines, bounded
         self.head = b'RateLimit-Policy: %s\r\nRateLimit: "%s";r=' % (self.policy, self.name.encode())

@@ -199,3 +199,12 @@ def test_summary_is_logged_not_each_request(caplog):
         rl.log_summary()  # nothing new: no second line
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "47 requests over 2/s" in lines[0] and "10.0.0.1" in lines[0]
+
+
+@pytest.mark.parametrize("rate, burst, policy", [
+    ("100/s", 200, b"q=200;w=2"), ("6/m", 2, b"q=2;w=20"), ("100/s", 10, b"q=100;w=1"),
+    ("100/s", 150, b"q=150;w=2"), ("1/s", 1, b"q=1;w=1"),
+])
+def test_policy_header_quota_and_window(rate, burst, policy):
+    rl, _ = limiter(f'[[rate_limit.rules]]\nname = "p"\nkey = "client_ip"\nrate = "{rate}"\nburst = {burst}\n')
+    assert rl.rules[0].policy == b'"p";' + policy
