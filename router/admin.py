@@ -20,6 +20,7 @@ from .client_ip import parse_ip
 from .config import parse_duration
 from .explain import explain_route
 from .metrics import CONTENT_TYPE
+from .ratelimit import LiftError
 from .state import RegionStore
 from .store import Conflict, DecisionBook, Mutation, StoreUnavailable, replica_id
 
@@ -53,8 +54,9 @@ ROUTES = (
     ("GET", "/metrics", "metrics"),
     ("GET", "/healthz", "healthz"),
     ("GET", "/readyz", "readyz"),
+    ("POST", "/admin/ratelimit/lift", "ratelimit_lift"),
 )
-MUTATIONS = ("set_strategy", "drain", "disable", "enable", "set_weight")
+MUTATIONS = ("set_strategy", "drain", "disable", "enable", "set_weight", "ratelimit_lift")
 
 
 def build_app(handlers: object) -> web.Application:
@@ -120,6 +122,7 @@ class AdminAPI:
         decisions: DecisionBook,
         reload: Callable[[], Awaitable[dict]] | None = None,
         audit: bool = True,
+        rate_limiter=None,
     ) -> None:
         self.decisions = decisions
         self.reload_config = reload
@@ -131,13 +134,17 @@ class AdminAPI:
         self.metrics_render = metrics_render
         self.ready = ready
         self.max_in_flight = max_in_flight
+        self.rate_limiter = rate_limiter
 
     def app(self) -> web.Application:
         return build_app(self)
 
     # -- reads -------------------------------------------------------------------
     async def state(self, request: web.Request) -> web.Response:
-        return _json({**self.store.state_json(), "decisions": self.decisions.describe()})
+        data = {**self.store.state_json(), "decisions": self.decisions.describe()}
+        if self.rate_limiter is not None:
+            data["rate_limit"] = self.rate_limiter.state_json()
+        return _json(data)
 
     async def metrics(self, request: web.Request) -> web.Response:
         self.store.publish_gauges()
@@ -335,3 +342,24 @@ class AdminAPI:
             return _json({"error": "invalid_config", "detail": "the running config is kept",
                           "problems": result["problems"]}, 400)
         return _json(result)
+
+    # -- rate limiting (router/ratelimit) ------------------------------------------
+    async def ratelimit_lift(self, request: web.Request) -> web.Response:
+        """POST /admin/ratelimit/lift {"rule", "key", "for"}: let one key through a rule for a while."""
+        denied, who = self._authorize(request)
+        if denied:
+            return denied
+        data = await self._body(request, ("rule", "key"))
+        if isinstance(data, web.Response):
+            return data
+        unknown = sorted(set(data) - {"rule", "key", "for"})
+        if unknown:
+            return _error(400, "bad_request", f"unknown field '{unknown[0]}'", field=unknown[0])
+        if self.rate_limiter is None:
+            return _error(400, "bad_request", "no [rate_limit] rules are configured", field="rule")
+        try:
+            done = self.rate_limiter.lift(data["rule"], data["key"], data.get("for", "10m"))
+        except LiftError as exc:
+            return _error(400, "bad_request", str(exc), field=exc.field)
+        self._audit(request, who, "ratelimit_lift", done)  # API keys appear hashed
+        return _json(done)

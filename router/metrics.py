@@ -170,6 +170,11 @@ class Metrics:
             "1 while the region's live error rate or p95 latency is over the [degrade] thresholds.",
             ["region"], registry=r,
         )
+        self.rate_limited = Counter(
+            "edge_router_rate_limited",
+            "Requests over a rate limit, by rule: answered 429, or let through by a log_only rule.",
+            ["rule"], registry=r,
+        )
         self.connections_refused = Counter(
             "edge_router_connections_refused",
             "Client connections refused at once because limits.max_connections were open.", registry=r,

@@ -22,6 +22,7 @@ from .metrics import Metrics
 from .pool import Endpoint, UpstreamPool, client_ssl_context
 from .prober import Prober
 from .proxy import Proxy
+from .ratelimit import RateLimiter
 from .resolver import Resolver
 from .reload import plan_reload, summary
 from .state import RegionRuntime, RegionStore
@@ -70,6 +71,9 @@ class Router:
         self._reloading = asyncio.Lock()
         self._resolver: Resolver | None = None
         self._api: AdminAPI | None = None
+        self.rate_limiter = RateLimiter(config.rate_limit, self.clock.now, state=config.state,
+                                        metric=self.metrics.rate_limited)
+        self.reload_hooks.append(self.apply_rate_limit)
         self._server: asyncio.AbstractServer | None = None
         # --workers: the listening socket this worker inherits from the supervisor
         self.listen_sock: socket.socket | None = None
@@ -95,7 +99,8 @@ class Router:
             self._attach_pool(rt)
         self.access_log = access = AccessLog() if cfg.log.access_log else None
         self.proxy = proxy = Proxy(
-            config=cfg, store=self.store, geo=self.geo, metrics=self.metrics, clock=self.clock, access_log=access
+            config=cfg, store=self.store, geo=self.geo, metrics=self.metrics, clock=self.clock, access_log=access,
+            rate_limiter=self.rate_limiter if self.rate_limiter.rules else None,
         )
         server_ssl = None
         if cfg.listen.tls_cert:
@@ -120,7 +125,7 @@ class Router:
             self.store, token=token, token_env=cfg.admin.token_env, geo=self.geo,
             metrics_render=self._render_metrics, ready=self.ready, max_in_flight=cfg.breaker.max_in_flight,
             decisions=self.decisions, reload=self.reload if self.reload_source is not None else None,
-            audit=not self.worker,
+            audit=not self.worker, rate_limiter=self.rate_limiter,
         )
         self._api = api
         app = api.app()
@@ -137,6 +142,7 @@ class Router:
             log.warning("no admin token in $%s: admin mutations are refused (403)", cfg.admin.token_env)
         if self.probing:
             await self.prober.start()
+        await self.rate_limiter.start()
         self._ticker = asyncio.create_task(self._tick_loop(), name="tick")
         if self.worker:
             log.info("worker %d serving %s:%d (private admin port %d)", os.getpid(),
@@ -213,6 +219,12 @@ class Router:
                         f"; needs a restart: {', '.join(plan.needs_restart)}" if plan.needs_restart else "")
             return result
 
+    def apply_rate_limit(self, config: Config) -> None:
+        """Config reload: the new [rate_limit] rules (and [state]'s Redis) take effect at once."""
+        self.rate_limiter.reconfigure(config.rate_limit, config.state)
+        if self.proxy is not None:  # no rules: the hot path skips the limiter altogether
+            self.proxy.rate_limiter = self.rate_limiter if self.rate_limiter.rules else None
+
     def _render_metrics(self) -> bytes:
         if self.geo is not None:
             # The reader counts its own errors; mirror them into the counter.
@@ -261,6 +273,7 @@ class Router:
             self._ticker.cancel()
         await self.prober.stop()
         await self.decisions.close()
+        await self.rate_limiter.stop()
         for rt in self.store.regions.values():
             if rt.pool is not None:
                 rt.pool.close()

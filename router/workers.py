@@ -581,7 +581,8 @@ class Supervisor:
             # The first worker validates (the same 400/404 answers as one process);
             # only then do the others follow -- unless the store carries it to them.
             live = self.live
-            targets = live[:1] if self.shared_store and not local else live
+            # A lift is each process's own limiter state: every worker hears it.
+            targets = live[:1] if self.shared_store and not local and action != "ratelimit_lift" else live
             answers = []
             for i, url in enumerate(targets):
                 try:
@@ -602,10 +603,14 @@ class Supervisor:
                 if len(targets) < len(live):
                     await self._converge(orjson.loads(first).get("version", 0))
                 args = parsed if isinstance(parsed, dict) else {}
+                if action == "ratelimit_lift":  # the worker's answer: an API key hashed, not in clear
+                    args = orjson.loads(first)
                 if "id" in request.match_info:
                     args = {"region": request.match_info["id"], **args}
                 audit(request, who, action, args)
                 key = request.match_info.get("id", "strategy")
+                if action == "ratelimit_lift":  # replayed to a replaced worker under its own key
+                    key = f"lift:{args.get('rule')}:{args.get('key')}"
                 if local or not self.stored:
                     self.decisions.pop(key, None)  # re-inserted last: replayed in order
                     self.decisions[key] = (request.method, request.raw_path, body)
