@@ -20,6 +20,7 @@ from .client_ip import parse_ip
 from .config import parse_duration
 from .explain import explain_route
 from .metrics import CONTENT_TYPE
+from .ops.page import status_page
 from .state import RegionStore
 
 audit_log = logging.getLogger("edge_router.audit")
@@ -52,10 +53,36 @@ ROUTES = (
     ("GET", "/readyz", "readyz"),
 )
 MUTATIONS = ("set_strategy", "drain", "disable", "enable")
+# audit action -> notification event kind (router/ops/notify.py)
+OPERATOR_EVENTS = {"set_strategy": "strategy_changed", "drain": "region_drained",
+                   "disable": "region_disabled", "enable": "region_enabled"}
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler) -> web.StreamResponse:
+    """aiohttp's own answers (no such path, wrong method, body too large) as JSON,
+    like every other admin error."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            allowed = sorted(exc.allowed_methods)
+            resp = _error(405, "method_not_allowed",
+                          f"{request.method} is not allowed on {request.path}; allowed: {', '.join(allowed)}",
+                          allowed=allowed)
+            resp.headers["Allow"] = ", ".join(allowed)
+            return resp
+        if isinstance(exc, web.HTTPNotFound):
+            return _error(404, "not_found", f"no admin endpoint {request.path}",
+                          endpoints=["/", *dict.fromkeys(path for _, path, _ in ROUTES)])
+        return _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
 
 
 def build_app(handlers: object) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024, middlewares=[json_errors])
+    app.router.add_get("/", status_page)  # the live status page (router/ops/page.py)
     for method, path, name in ROUTES:
         app.router.add_route(method, path, getattr(handlers, name))
     return app
@@ -166,6 +193,10 @@ class AdminAPI:
         return data
 
     def _audit(self, request: web.Request, who: str, action: str, args: dict) -> None:
+        kind = OPERATOR_EVENTS.get(action)
+        if kind is not None:
+            self.store.notifier.emit(kind, args.get("region"), who=who,
+                                     **{k: v for k, v in args.items() if k != "region"})
         if self.audit:
             audit(request, who, action, args)
 

@@ -145,6 +145,7 @@ class Config:
     log: LogConfig = LogConfig()
     residency: tuple[ResidencyRule, ...] = ()
     workers: int = 1
+    notify: tuple["NotifyConfig", ...] = ()
 
     @property
     def country_home(self) -> Mapping[str, str]:
@@ -374,7 +375,7 @@ _TOP = {
     "default_region": _string, "strategy": _choice(STRATEGIES, "strategy"),
     "workers": _integer(1), "listen": dict, "admin": dict, "geo": dict, "probe": dict,
     "breaker": dict, "limits": dict, "log": dict, "regions": list, "residency": list,
-    "least_latency": dict,
+    "least_latency": dict, "notify": list,
 }
 
 
@@ -477,6 +478,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
 
     geo = _geo(c, top.get("geo", {}), known)
     residency = _residency(c, top.get("residency", []), known)
+    notify = _notify(c, top.get("notify", []))
 
     if c.problems:
         raise ConfigError(c.problems, source)
@@ -494,6 +496,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         log=LogConfig(**log),
         residency=residency,
         workers=top.get("workers", 1),
+        notify=notify,
     )
 
 
@@ -683,3 +686,38 @@ def summarize(config: Config) -> str:
     else:
         lines.append("residency:      none")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- [[notify]]
+# Event groups a [[notify]] entry can subscribe to (router/ops/notify.py EVENT_KINDS maps
+# each event kind to one of them).
+NOTIFY_EVENTS = ("health", "breaker", "degraded", "panic", "failover", "operator", "reload")
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyConfig:
+    """One [[notify]] webhook: where, with which bearer token, for which events."""
+
+    url: str
+    token_env: str | None = None  # bearer token read from this environment variable
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    min_interval: float = 30.0  # at most one message per region per event kind per this
+
+
+_NOTIFY = {"url": _url, "token_env": _string, "events": _string_list, "min_interval": _duration(allow_zero=True)}
+
+
+def _notify(c: _Checker, raw: list) -> tuple[NotifyConfig, ...]:
+    out: list[NotifyConfig] = []
+    for i, entry in enumerate(raw):
+        path = f"notify[{i}]"
+        got = c.table(entry, path, _NOTIFY)
+        if not c.require(got, entry, path, ("url",)):
+            continue
+        if "events" in got:
+            events = c.items(got["events"], f"{path}.events", _choice(NOTIFY_EVENTS, "event"))
+            if not got["events"]:
+                c.add(f"{path}.events", "must not be empty (leave it out for every event)")
+            got["events"] = tuple(dict.fromkeys(events))
+        out.append(NotifyConfig(**got))
+    return tuple(out)

@@ -135,6 +135,12 @@ class Metrics:
         self.retry_budget_exhausted = Counter(
             "edge_router_retry_budget_exhausted", "Retries refused because the retry budget was spent.", registry=r,
         )
+        self.notifications = Counter(
+            "edge_router_notifications", "Webhook notifications, by outcome: sent, retried, failed, "
+            "dropped (queue full), coalesced (held back by notify.min_interval).", ["outcome"], registry=r,
+        )
+        for outcome in ("sent", "retried", "failed", "dropped", "coalesced"):
+            self.notifications.labels(outcome)
         self._strategy = ""
         self.regions = regions
         for rid in regions:

@@ -18,6 +18,7 @@ from .decisions import MemoryDecisionStore
 from .listener import ClientConnection
 from .logs import AccessLog
 from .metrics import Metrics
+from .ops.notify import Notifier
 from .pool import Endpoint, UpstreamPool, client_ssl_context
 from .prober import Prober
 from .proxy import Proxy
@@ -48,6 +49,9 @@ class Router:
         self.clock = Clock()
         self.metrics = Metrics(tuple(r.id for r in config.regions))
         self.store = RegionStore(config, MemoryDecisionStore(config.strategy), self.metrics, self.clock)
+        self.store.notifier = Notifier(
+            config.notify, count=lambda outcome: self.metrics.notifications.labels(outcome).inc(), now=self.clock.now,
+        )
         self.prober = Prober(config, self.store)
         self._server: asyncio.AbstractServer | None = None
         self._admin_runner: web.AppRunner | None = None
@@ -105,6 +109,7 @@ class Router:
         self.admin_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         if not token and not self.worker:
             log.warning("no admin token in $%s: admin mutations are refused (403)", cfg.admin.token_env)
+        await self.store.notifier.start()
         await self.prober.start()
         self._ticker = asyncio.create_task(self._tick_loop(), name="tick")
         if self.worker:
@@ -164,6 +169,7 @@ class Router:
         if self._ticker is not None:
             self._ticker.cancel()
         await self.prober.stop()
+        await self.store.notifier.stop()
         for rt in self.store.regions.values():
             if rt.pool is not None:
                 rt.pool.close()

@@ -22,6 +22,7 @@ from .decisions import DecisionStore, Decisions, drain_factor
 from .ewma import Ewma
 from .health import HealthState
 from .metrics import BREAKER_VALUES, Metrics, RegionMetrics
+from .ops.notify import Notifier
 
 log = logging.getLogger("edge_router.state")
 
@@ -121,6 +122,7 @@ class RegionStore:
         self.strategy = ""
         self._policy: Policy | None = None
         self.listeners: list[Callable[[RegionSnapshot], None]] = []
+        self.notifier = Notifier(())  # webhooks; the server puts the configured one here
         self.publish()
 
     # -- publication -----------------------------------------------------------
@@ -151,6 +153,7 @@ class RegionStore:
                 log.error("panic: every region looks down to the prober; ignoring its verdicts")
             else:
                 log.warning("panic over: prober verdicts are used again")
+            self.notifier.emit("panic_started" if panic else "panic_ended")
         # A policy that schedules by effective weight (round-robin) has applied the
         # drain already; admitting only `factor` of its picks on top would count
         # the drain twice and spill the rest onto the next region in the rotation.
@@ -218,6 +221,8 @@ class RegionStore:
         if new_state is not None:
             level = logging.WARNING if new_state == OPEN else logging.INFO
             log.log(level, "breaker %s: %s", rt.id, new_state)
+            if new_state != "half-open":
+                self.notifier.emit("breaker_open" if new_state == OPEN else "breaker_closed", rt.id)
             self.publish()
 
     def record_probe(self, rt: RegionRuntime, ok: bool, latency: float | None) -> None:
@@ -226,6 +231,8 @@ class RegionStore:
         was = rt.health.healthy
         if rt.health.record(ok):
             log.warning("region %s is now %s", rt.id, "healthy" if rt.health.healthy else "UNHEALTHY")
+            if was is not None or not rt.health.healthy:  # not the first "healthy" at startup
+                self.notifier.emit("region_healthy" if rt.health.healthy else "region_unhealthy", rt.id)
             if was is False and rt.health.healthy:
                 # Back after being down: let trial requests through at once
                 # rather than keep it out for the rest of open_for.

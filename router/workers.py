@@ -83,7 +83,7 @@ def run_workers(config: Config, n: int) -> int:
     )
     internal = secrets.token_hex(16)
     children: list[tuple[int, int]] = []  # (pid, read end of its report pipe)
-    for _ in range(n):
+    for i in range(n):
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the worker
@@ -91,7 +91,8 @@ def run_workers(config: Config, n: int) -> int:
             holder.close()
             code = 1
             try:
-                code = _worker(worker_cfg, internal, w)
+                # One worker sends the webhooks, not N copies of each message.
+                code = _worker(worker_cfg if i == 0 else replace(worker_cfg, notify=()), internal, w)
             except BaseException:  # noqa: BLE001 - whatever happens, never return into the parent's code
                 logging.getLogger("edge_router.workers").exception("worker failed")
             finally:
