@@ -712,12 +712,11 @@ def _notify(c: _Checker, raw: list) -> tuple[NotifyConfig, ...]:
     for i, entry in enumerate(raw):
         path = f"notify[{i}]"
         got = c.table(entry, path, _NOTIFY)
-        if not c.require(got, entry, path, ("url",)):
-            continue
         if "events" in got:
             events = c.items(got["events"], f"{path}.events", _choice(NOTIFY_EVENTS, "event"))
             if not got["events"]:
                 c.add(f"{path}.events", "must not be empty (leave it out for every event)")
             got["events"] = tuple(dict.fromkeys(events))
-        out.append(NotifyConfig(**got))
+        if c.require(got, entry, path, ("url",)):
+            out.append(NotifyConfig(**got))
     return tuple(out)

@@ -107,6 +107,9 @@ class Coalescer:
                                    (prev.coalesced if prev else 0) + 1)
             return None
         self.last_sent[key] = now
+        prev = self.held.pop(key, None)  # not let out yet (no tick since): this one supersedes it
+        if prev is not None:
+            return Event(ev.kind, ev.region, ev.fields, ev.at, ev.wall, prev.coalesced)
         return ev
 
     def due(self, now: float) -> list[Event]:
