@@ -53,6 +53,9 @@ ROUTES = (
     ("GET", "/readyz", "readyz"),
 )
 MUTATIONS = ("set_strategy", "drain", "disable", "enable")
+# The supervisor of `--workers N` names the operator to its workers (whose own
+# caller, with the internal token, is the supervisor itself).
+OPERATOR_HEADER = "X-Edge-Operator"
 # audit action -> notification event kind (router/ops/notify.py)
 OPERATOR_EVENTS = {"set_strategy": "strategy_changed", "drain": "region_drained",
                    "disable": "region_disabled", "enable": "region_enabled"}
@@ -194,6 +197,8 @@ class AdminAPI:
 
     def _audit(self, request: web.Request, who: str, action: str, args: dict) -> None:
         kind = OPERATOR_EVENTS.get(action)
+        if not self.audit:  # a worker: authorized with the internal token, so the header is the supervisor's
+            who = request.headers.get(OPERATOR_HEADER, who)
         if kind is not None:
             self.store.notifier.emit(kind, args.get("region"), who=who,
                                      **{k: v for k, v in args.items() if k != "region"})

@@ -25,7 +25,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from .admin import MUTATIONS, _error, _json, audit, authorize, build_app
+from .admin import MUTATIONS, OPERATOR_HEADER, _error, _json, audit, authorize, build_app
 from .aggregate import merge_metrics, merge_states
 from .config import Address, Config
 from .logs import setup_logging
@@ -240,7 +240,8 @@ class Supervisor:
             if denied:
                 return denied
             body = await request.read()
-            headers = {"Authorization": f"Bearer {self.internal}", "Content-Type": "application/json"}
+            headers = {"Authorization": f"Bearer {self.internal}", "Content-Type": "application/json",
+                       OPERATOR_HEADER: who}  # the operator, for the workers' notifications
             # The first worker validates (the same 400/404 answers as one process);
             # only then do the others follow.
             answers = []

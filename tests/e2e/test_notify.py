@@ -156,3 +156,17 @@ def test_a_receiver_that_is_down_does_not_slow_requests(clean_sim, router_factor
         assert notifications_total(rp)["sent"] == 0
         wait_until(lambda: notifications_total(rp)["failed"] >= 1, 30, 0.2, what="a message given up on")
         assert "notify http://127.0.0.1" in rp.log() and "gave up" in rp.log()
+
+
+def test_under_workers_one_message_per_event_naming_the_operator(clean_sim, receiver, router_factory):
+    from router.admin import token_fingerprint
+
+    sim = clean_sim
+    rp = router_factory(make_config(sim.ports) + notify_toml(receiver.url), extra_args=["--workers", "2"])
+    assert rp.admin_req("POST", "/admin/regions/eu-west-1/disable").status == 200
+    sim.fault("ap-southeast-1", down=True)
+    wait_until(lambda: receiver.events("region_unhealthy", "ap-southeast-1"), 15, what="the unhealthy message")
+    time.sleep(2.0)  # the other worker's prober saw it too: still one message
+    assert len(receiver.events("region_unhealthy", "ap-southeast-1")) == 1
+    [disabled] = receiver.events("region_disabled", "eu-west-1")
+    assert disabled["who"] == token_fingerprint(TOKEN)
