@@ -101,7 +101,7 @@ class Drill:
         self.sleep(max(0.0, min(1.0, until - (self.now() - self.t0))))
         c = self.read()
         last = Window.between(self.readings[-2], c) if len(self.readings) > 1 else None
-        st = next((r for r in self.admin.state()["regions"] if r["id"] == self.region), {})
+        st: dict = next((r for r in self.admin.state()["regions"] if r["id"] == self.region), {})
         admits = st.get("effective_weight", 0) / st["weight"] if st.get("weight") else 0.0
         line = f"[+{c.t:6.1f}s] {phase:<9} {self.region}: "
         line += "disabled" if st.get("disabled") else f"admits {admits:.0%}"

@@ -49,6 +49,7 @@ ATTEMPTS = 4  # first try + 3 retries
 BACKOFF = 0.5  # doubles per retry, capped
 BACKOFF_MAX = 8.0
 SEND_TIMEOUT = 5.0
+OVERFLOW_LOG_EVERY = 10.0  # seconds between "queue full" log lines of one webhook
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +173,8 @@ class _Target:
         self.coalescer = Coalescer(cfg.min_interval)
         self.queue: asyncio.Queue[Event] = asyncio.Queue(queue_size)
         self.task: asyncio.Task | None = None
+        self.dropped = 0  # since the last overflow log line
+        self.dropped_logged_at: float | None = None
 
 
 class Notifier:
@@ -230,7 +233,13 @@ class Notifier:
             t.queue.put_nowait(ev)
         except asyncio.QueueFull:
             self.count("dropped")
-            log.warning("notify %s: queue full (%d), dropped %s %s", t.cfg.url, t.queue.maxsize, ev.kind, ev.region)
+            t.dropped += 1
+            now = self.now()
+            # Logged, but not a line per message while a webhook stays down.
+            if t.dropped_logged_at is None or now - t.dropped_logged_at >= OVERFLOW_LOG_EVERY:
+                log.warning("notify %s: queue full (%d messages): dropped %d, the last %s %s",
+                            t.cfg.url, t.queue.maxsize, t.dropped, ev.kind, ev.region or "")
+                t.dropped, t.dropped_logged_at = 0, now
 
     def tick(self) -> None:
         """Once a second: end quiet failover episodes, let held events out."""

@@ -6,12 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 
-from harness import REPO, TOKEN, make_config, request, start_router, start_sim, wait_until
+from harness import REPO, TOKEN, Traffic, make_config, start_router, start_sim, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,36 +38,10 @@ def clean(sim, rp):
         rp.admin_req("POST", f"/admin/regions/{rid}/enable")
 
 
-class Traffic:
-    """Clients sending a few dozen requests a second to a router, in threads."""
-
-    def __init__(self, port: int, ips=(US, US, GB)) -> None:
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.run, args=(port, ip), daemon=True) for ip in ips]
-
-    def run(self, port: int, ip: str) -> None:
-        while not self.stop.is_set():
-            try:
-                request(port, "GET", "/api/v1/echo", headers={"X-Forwarded-For": ip}, timeout=5)
-            except OSError:
-                pass
-            time.sleep(0.03)
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(10)
-
-
 @pytest.fixture(scope="module")
 def traffic(rp):
     """Clients in the US (home us-east-1) and GB (eu-west-1)."""
-    with Traffic(rp.port):
+    with Traffic(rp.port, (US, US, GB)):
         yield
 
 
@@ -112,7 +84,7 @@ def test_a_failing_drill_restores_the_region(sim, router_factory):
     # Two regions: us-east-1 fails over to us-west-2 only, and us-west-2 answers 500.
     two = router_factory(make_config({r: sim.ports[r] for r in ("us-east-1", "us-west-2")}))
     sim.fault("us-west-2", error_rate=1.0)
-    with Traffic(two.port):
+    with Traffic(two.port, (US, US, GB)):
         p = drill(two, "--region", "us-east-1", *SHORT)
         out, err = p.communicate(timeout=60)
     assert p.returncode == 1, (out, err)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from harness import REGIONS, REPO, TOKEN, make_config, request, start_router, start_sim, wait_until
+from harness import REGIONS, REPO, TOKEN, Traffic, make_config, request, start_router, start_sim, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -41,24 +40,8 @@ def rp(sim):
 @pytest.fixture(scope="module")
 def traffic(rp):
     """Steady background requests from a few countries, so rates and shares show."""
-    stop = threading.Event()
-
-    def run():
-        i = 0
-        while not stop.is_set():
-            try:
-                request(rp.port, "GET", "/api/v1/echo", headers={"X-Forwarded-For": CLIENTS[i % len(CLIENTS)]},
-                        timeout=5)
-            except OSError:
-                pass
-            i += 1
-            time.sleep(0.02)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    yield
-    stop.set()
-    t.join(10)
+    with Traffic(rp.port, CLIENTS, pause=0.1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -86,7 +86,7 @@ def test_every_kind_has_a_known_group_and_a_text():
         assert message(ev(kind))["text"].startswith("edge-router: ")
 
 
-def test_emit_filters_by_group_coalesces_and_bounds_the_queue():
+def test_emit_filters_by_group_coalesces_and_bounds_the_queue(caplog):
     counted: list[str] = []
     t = [0.0]
     n = Notifier(
@@ -106,6 +106,14 @@ def test_emit_filters_by_group_coalesces_and_bounds_the_queue():
     t[0] = 31.0
     n.tick()  # the held events are due: queues are full, so they are dropped and counted too
     assert counted.count("dropped") == 3
+    t[0] = 32.0
+    n.emit("region_unhealthy", "ap-southeast-1")  # dropped by both, within 10 s of their last log line
+    assert counted.count("dropped") == 5
+    # Logged, once per 10 s per webhook, not once per message.
+    overflow = [r.getMessage().split(": ", 1)[1] for r in caplog.records if "queue full" in r.getMessage()]
+    assert overflow == ["queue full (2 messages): dropped 1, the last region_unhealthy us-east-1",  # b at 0
+                        "queue full (2 messages): dropped 1, the last region_unhealthy eu-west-1",  # a at 31
+                        "queue full (2 messages): dropped 1, the last region_unhealthy eu-west-1"]  # b at 31
 
 
 def test_failover_feeds_episodes_into_events():
