@@ -178,6 +178,9 @@ class Drill:
         if before.total == 0:
             return rep.cannot_run(f"no traffic through the router during the {self.settle:g}s baseline: "
                                   "a drill needs traffic to move")
+        if before.error_rate() >= self.max_error_rate:
+            return rep.cannot_run(f"{before.error_rate():.1%} of the requests already fail (5xx) before the drill: "
+                                  "a drill needs a healthy router to start from")
         rep.event(c.t, f"baseline: {before.total / before.seconds:.1f} req/s, "
                        f"{self.region} {before.shares(rep.regions)[self.region] or 0:.1%} of them")
         problem = self._post("drain", {"over": f"{self.over:g}s"})
