@@ -115,7 +115,8 @@ class Report:
     def event(self, t: float, text: str) -> None:
         self.timeline.append({"t": round(t, 1), "event": text})
 
-    def check(self, name: str, ok: bool, detail: str) -> None:
+    def check(self, name: str, ok: bool | None, detail: str) -> None:
+        """ok None: not checked (the drill did not get that far)."""
         self.checks.append({"check": name, "ok": ok, "detail": detail})
 
     def cannot_run(self, why: str) -> "Report":
@@ -146,11 +147,34 @@ class Report:
 def judge(report: Report, *, reached_zero_at: float | None, recovered_at: float | None, aborted: str = "") -> Report:
     """The verdict from the windows the runner measured (before, during, hold, after)."""
     w = report.windows
-    region, fo = report.region, report.failover
-    before, during, hold = w["before"], w["during"], w["hold"]
+    region = report.region
+    before, during, hold = w["before"], w["during"], w.get("hold")
     had_traffic = before.answered(region) > 0
     if aborted:
         report.check("no abort", False, aborted)
+    if hold is None:  # aborted before the drain completed: nothing to say about the hold
+        report.check("share reaches 0", None, "not reached: the drill was aborted")
+        report.check("traffic moved to the failover regions", None, "not reached: the drill was aborted")
+    else:
+        _hold_checks(report, hold, reached_zero_at, had_traffic)
+    rate = during.error_rate()
+    report.check(
+        "error rate", rate < report.max_error_rate,
+        f"{rate:.2%} of {int(during.total)} requests failed (5xx) during the drain and hold; "
+        f"limit {report.max_error_rate:.0%}",
+    )
+    if had_traffic:
+        report.check("share comes back", recovered_at is not None,
+                     f"{region} answered requests again {recovered_at:.1f}s after enable" if recovered_at is not None
+                     else f"{region} answered no request after it was enabled again")
+    failed = [c for c in report.checks if c["ok"] is False]
+    report.verdict = FAILED if failed else PASSED
+    report.reasons = [f"{c['check']}: {c['detail']}" for c in failed]
+    return report
+
+
+def _hold_checks(report: Report, hold: Window, reached_zero_at: float | None, had_traffic: bool) -> None:
+    region, fo, before = report.region, report.failover, report.windows["before"]
     left = hold.answered(region)
     report.check(
         "share reaches 0", left == 0 and reached_zero_at is not None,
@@ -169,20 +193,6 @@ def judge(report: Report, *, reached_zero_at: float | None, recovered_at: float 
     else:
         report.check("traffic moved to the failover regions", True,
                      f"{region} had no traffic before the drill: nothing to move")
-    rate = during.error_rate()
-    report.check(
-        "error rate", rate < report.max_error_rate,
-        f"{rate:.2%} of {int(during.total)} requests failed (5xx) during the drain and hold; "
-        f"limit {report.max_error_rate:.0%}",
-    )
-    if had_traffic:
-        report.check("share comes back", recovered_at is not None,
-                     f"{region} answered requests again {recovered_at:.1f}s after enable" if recovered_at is not None
-                     else f"{region} answered no request after it was enabled again")
-    failed = [c for c in report.checks if not c["ok"]]
-    report.verdict = FAILED if failed else PASSED
-    report.reasons = [f"{c['check']}: {c['detail']}" for c in failed]
-    return report
 
 
 def render_text(report: Report) -> str:
@@ -208,7 +218,8 @@ def render_text(report: Report) -> str:
                          f"({q['error_rate']:.2%}), p99 {'-' if p99 is None else f'{p99:.1f} ms'}")
     if report.checks:
         lines += ["", "checks:"]
-        lines += [f"  [{'ok' if c['ok'] else 'FAIL'}] {c['check']}: {c['detail']}" for c in report.checks]
+        mark = {True: "ok", False: "FAIL", None: "skip"}
+        lines += [f"  [{mark[c['ok']]}] {c['check']}: {c['detail']}" for c in report.checks]
     lines += ["", f"verdict: {report.verdict.upper()}"]
     lines += [f"  {r}" for r in report.reasons if report.verdict != PASSED]
     return "\n".join(lines)

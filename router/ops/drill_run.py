@@ -115,9 +115,10 @@ class Drill:
         print(line, file=self.progress, flush=True)
         return c
 
-    def recent(self, seconds: float) -> Window:
+    def recent(self, seconds: float, since: Counts) -> Window:
+        """The last `seconds` of readings, not reaching back before `since`."""
         last = self.readings[-1]
-        first = next((c for c in self.readings if last.t - c.t <= seconds), self.readings[0])
+        first = next((c for c in self.readings if c.t >= since.t and last.t - c.t <= seconds), since)
         return Window.between(first, last)
 
     # -- the drill -----------------------------------------------------------------
@@ -204,14 +205,15 @@ class Drill:
                     and Window.between(prev, c).answered(self.region) == 0:
                 reached_zero_at = c.t - drain_start.t
                 rep.event(c.t, f"{self.region}'s share reached 0")
-            recent = self.recent(ABORT_WINDOW)
+            recent = self.recent(ABORT_WINDOW, since=drain_start)
             if recent.total >= ABORT_MIN_REQUESTS and recent.error_rate() >= self.max_error_rate:
                 aborted = (f"aborted at +{c.t:.0f}s: {recent.error_rate():.1%} of the last "
                            f"{int(recent.total)} requests failed (limit {self.max_error_rate:.0%})")
                 rep.event(c.t, aborted)
                 break
         rep.windows["during"] = Window.between(drain_start, c)
-        rep.windows["hold"] = Window.between(hold_start or c, c)
+        if hold_start is not None:
+            rep.windows["hold"] = Window.between(hold_start, c)
         self.restore()
         if self.drained:
             return rep.cannot_run("the region could not be enabled again: enable it by hand")

@@ -90,6 +90,7 @@ def test_a_failing_drill_restores_the_region(sim, router_factory):
     assert p.returncode == 1, (out, err)
     assert "verdict: FAILED" in out
     assert "[FAIL] error rate" in out and "[FAIL] no abort" in out and "aborted at" in out
+    assert "[ok] share comes back" in out
     assert "share of requests per region:" in out and "timeline:" in out and "p99" in out
     st = two.region_state("us-east-1")
     assert st["draining"] is False and st["disabled"] is False  # restored at once

@@ -101,6 +101,21 @@ def test_no_recovery_and_abort_fail():
     assert {c["check"] for c in r.checks if not c["ok"]} == {"no abort", "share comes back"}
 
 
+def test_aborted_before_the_hold_skips_the_hold_checks():
+    windows = {k: v for k, v in GOOD.items() if k != "hold"}
+    windows["during"] = w(3, us_east_1=(100, 0), us_west_2=(40, 30))
+    r = report(**GOOD)
+    r.windows = windows
+    judge(r, reached_zero_at=None, recovered_at=1.0, aborted="aborted at +3s: 21% failed")
+    assert r.verdict == FAILED
+    assert [(c["check"], c["ok"]) for c in r.checks] == [
+        ("no abort", False), ("share reaches 0", None), ("traffic moved to the failover regions", None),
+        ("error rate", False), ("share comes back", True)]
+    text = render_text(r)
+    assert "[skip] share reaches 0" in text and "hold" not in text.split("share of requests per region:")[1].split("\n")[1]
+    assert "hold" not in r.to_json()["share"]
+
+
 def test_a_region_without_traffic_has_nothing_to_move():
     quiet = dict(GOOD, before=w(10, eu_west_1=(400, 0)), hold=w(60, eu_west_1=(2400, 0)))
     r = judge(report(**quiet), reached_zero_at=30.0, recovered_at=None)
