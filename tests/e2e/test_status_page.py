@@ -100,6 +100,7 @@ def test_status_page_end_to_end(sim, rp, traffic, browser):
     assert took <= 3.0
     print(f"\nregion killed -> UNHEALTHY on the page in {took:.2f}s")
     assert "UNHEALTHY" in page.locator('article[data-region="ap-southeast-1"]').inner_text()
+    page.screenshot(path=str(ARTIFACTS / "status-page-unhealthy-1280.png"), full_page=True)
     sim.reset("ap-southeast-1")
     wait_text(page, "ap-southeast-1", "health", "healthy", 15)
 
