@@ -33,6 +33,7 @@ EVENT_KINDS: dict[str, tuple[str, str]] = {
     "region_recovered": ("degraded", "region {region} recovered from degradation"),
     "panic_started": ("panic", "PANIC: every region looks down to the prober; its verdicts are ignored"),
     "panic_ended": ("panic", "panic over: prober verdicts are used again"),
+    "breaker_panic": ("panic", "BREAKER PANIC: every candidate's breaker is open; sending to {region} anyway"),
     "failover_started": ("failover", "failover from {region} started: requests go to {to_region} ({reason})"),
     "failover_ended": ("failover", "failover from {region} ended after {duration_s}s: {total} requests moved"),
     "strategy_changed": ("operator", "operator {who} switched the strategy from {previous} to {strategy}"),
