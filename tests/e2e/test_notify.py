@@ -172,3 +172,19 @@ def test_under_workers_one_message_per_event_naming_the_operator(clean_sim, rece
     assert len(receiver.events("region_unhealthy", "ap-southeast-1")) == 1
     [disabled] = receiver.events("region_disabled", "eu-west-1")
     assert disabled["who"] == token_fingerprint(TOKEN)
+
+
+def test_a_degraded_region_is_told_and_so_is_its_recovery(clean_sim, receiver, router_factory):
+    from harness import Traffic
+
+    sim = clean_sim
+    rp = router_factory(make_config(sim.ports, degrade={"window": "3s", "min_requests": 10})
+                        + notify_toml(receiver.url, events=["degraded"]))
+    sim.fault("eu-west-1", error_rate=0.2)
+    with Traffic(rp.port, ("81.2.69.142",) * 4, pause=0.02):
+        wait_until(lambda: receiver.events("region_degraded", "eu-west-1"), 20, what="the degraded message")
+        sim.reset("eu-west-1")
+        wait_until(lambda: receiver.events("region_recovered", "eu-west-1"), 20, what="the recovered message")
+    [degraded] = receiver.events("region_degraded", "eu-west-1")
+    assert degraded["text"].startswith("edge-router: region eu-west-1 is DEGRADED (degraded: error rate")
+    assert [m["event"] for m in receiver.messages] == ["region_degraded", "region_recovered"]
