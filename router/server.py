@@ -184,6 +184,8 @@ class Router:
                 for problem in exc.problems:
                     log.error("config reload refused, running config kept: %s", problem)
                 self.metrics.config_reload_success.set(0)
+                self.store.notifier.emit("config_reload_failed", problems=len(exc.problems),
+                                         first_problem=exc.problems[0] if exc.problems else "")
                 return {"ok": False, "problems": exc.problems}
             plan = plan_reload(self.config, loaded)
             old_limits = self.config.limits
@@ -220,6 +222,7 @@ class Router:
             )
             if problems:
                 result.update(ok=False, problems=problems)
+            self.store.notifier.emit("config_reloaded", changed=", ".join(plan.changed) or "nothing")
             log.warning("config reloaded: changed %s%s", ", ".join(plan.changed) or "nothing",
                         f"; needs a restart: {', '.join(plan.needs_restart)}" if plan.needs_restart else "")
             return result
