@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from .ratelimit.aggregate import merge_rate_limit
+
 _BREAKER_ORDER = {"closed": 0, "half-open": 1, "open": 2}
 
 # Gauges whose per-worker values add up; every other gauge takes the maximum.
@@ -60,6 +62,8 @@ def merge_states(states: list[dict]) -> dict:
         if conns:
             out["connections"] = {k: sum(c[k] for c in conns) for k in conns[0]}
         merged["regions"].append(out)
+    if "rate_limit" in first:
+        merged["rate_limit"] = merge_rate_limit([s["rate_limit"] for s in states])
     return merged
 
 

@@ -165,10 +165,21 @@ class Metrics:
             registry=r,
         )
         self.config_reload_success.set(1)
+        self.notifications = Counter(
+            "edge_router_notifications", "Webhook notifications, by outcome: sent, retried, failed, "
+            "dropped (queue full), coalesced (held back by notify.min_interval).", ["outcome"], registry=r,
+        )
+        for outcome in ("sent", "retried", "failed", "dropped", "coalesced"):
+            self.notifications.labels(outcome)
         self.region_degraded = Gauge(
             "edge_router_region_degraded",
             "1 while the region's live error rate or p95 latency is over the [degrade] thresholds.",
             ["region"], registry=r,
+        )
+        self.rate_limited = Counter(
+            "edge_router_rate_limited",
+            "Requests over a rate limit, by rule: answered 429, or let through by a log_only rule.",
+            ["rule"], registry=r,
         )
         self.connections_refused = Counter(
             "edge_router_connections_refused",

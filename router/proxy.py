@@ -41,13 +41,15 @@ def default_max_connections(config, nofile: int | None = None) -> int:
 class Proxy:
     """Shared by every client connection: the store, GeoIP, metrics, limits."""
 
-    def __init__(self, *, config, store: "RegionStore", geo, metrics, clock, access_log: Callable | None = None):
+    def __init__(self, *, config, store: "RegionStore", geo, metrics, clock, access_log: Callable | None = None,
+                 rate_limiter=None):
         self.loop = asyncio.get_running_loop()
         self.store = store
         self.geo = geo
         self.metrics = metrics
         self.clock = clock
         self.access_log = access_log
+        self.rate_limiter = rate_limiter  # router/ratelimit, None without rules
         self.budget = RetryBudget.from_limits(config.limits)
         self.scheme = b"https" if config.listen.tls_cert else b"http"
         self.apply_config(config)

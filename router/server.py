@@ -19,9 +19,11 @@ from .config import Config, ConfigError
 from .listener import ClientConnection
 from .logs import AccessLog
 from .metrics import Metrics
+from .ops.notify import Notifier
 from .pool import Endpoint, UpstreamPool, client_ssl_context
 from .prober import Prober
 from .proxy import Proxy
+from .ratelimit import RateLimiter
 from .resolver import Resolver
 from .reload import plan_reload, summary
 from .state import RegionRuntime, RegionStore
@@ -60,6 +62,9 @@ class Router:
         self.decisions.on_status.append(lambda up: self.metrics.state_store_up.set(1 if up else 0))
         self.store.listeners.append(lambda snap: self.metrics.set_operator_state(snap.regions))
         self.metrics.set_operator_state(self.store.snapshot.regions)
+        self.store.notifier = Notifier(
+            config.notify, count=lambda outcome: self.metrics.notifications.labels(outcome).inc(), now=self.clock.now,
+        )
         self.prober = Prober(config, self.store)
         # Config reload (SIGHUP, POST /admin/reload): re-reads and validates the file.
         self.reload_source = reload_source
@@ -70,6 +75,9 @@ class Router:
         self._reloading = asyncio.Lock()
         self._resolver: Resolver | None = None
         self._api: AdminAPI | None = None
+        self.rate_limiter = RateLimiter(config.rate_limit, self.clock.now, state=config.state,
+                                        metric=self.metrics.rate_limited)
+        self.reload_hooks.append(self.apply_rate_limit)
         self._server: asyncio.AbstractServer | None = None
         # --workers: the listening socket this worker inherits from the supervisor
         self.listen_sock: socket.socket | None = None
@@ -95,7 +103,8 @@ class Router:
             self._attach_pool(rt)
         self.access_log = access = AccessLog() if cfg.log.access_log else None
         self.proxy = proxy = Proxy(
-            config=cfg, store=self.store, geo=self.geo, metrics=self.metrics, clock=self.clock, access_log=access
+            config=cfg, store=self.store, geo=self.geo, metrics=self.metrics, clock=self.clock, access_log=access,
+            rate_limiter=self.rate_limiter if self.rate_limiter.rules else None,
         )
         server_ssl = None
         if cfg.listen.tls_cert:
@@ -120,7 +129,7 @@ class Router:
             self.store, token=token, token_env=cfg.admin.token_env, geo=self.geo,
             metrics_render=self._render_metrics, ready=self.ready, max_in_flight=cfg.breaker.max_in_flight,
             decisions=self.decisions, reload=self.reload if self.reload_source is not None else None,
-            audit=not self.worker,
+            audit=not self.worker, rate_limiter=self.rate_limiter,
         )
         self._api = api
         app = api.app()
@@ -135,8 +144,10 @@ class Router:
         self.admin_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         if not token and not self.worker:
             log.warning("no admin token in $%s: admin mutations are refused (403)", cfg.admin.token_env)
+        await self.store.notifier.start()
         if self.probing:
             await self.prober.start()
+        await self.rate_limiter.start()
         self._ticker = asyncio.create_task(self._tick_loop(), name="tick")
         if self.worker:
             log.info("worker %d serving %s:%d (private admin port %d)", os.getpid(),
@@ -173,6 +184,8 @@ class Router:
                 for problem in exc.problems:
                     log.error("config reload refused, running config kept: %s", problem)
                 self.metrics.config_reload_success.set(0)
+                self.store.notifier.emit("config_reload_failed", problems=len(exc.problems),
+                                         first_problem=exc.problems[0] if exc.problems else "")
                 return {"ok": False, "problems": exc.problems}
             plan = plan_reload(self.config, loaded)
             old_limits = self.config.limits
@@ -209,9 +222,16 @@ class Router:
             )
             if problems:
                 result.update(ok=False, problems=problems)
+            self.store.notifier.emit("config_reloaded", changed=", ".join(plan.changed) or "nothing")
             log.warning("config reloaded: changed %s%s", ", ".join(plan.changed) or "nothing",
                         f"; needs a restart: {', '.join(plan.needs_restart)}" if plan.needs_restart else "")
             return result
+
+    def apply_rate_limit(self, config: Config) -> None:
+        """Config reload: the new [rate_limit] rules (and [state]'s Redis) take effect at once."""
+        self.rate_limiter.reconfigure(config.rate_limit, config.state)
+        if self.proxy is not None:  # no rules: the hot path skips the limiter altogether
+            self.proxy.rate_limiter = self.rate_limiter if self.rate_limiter.rules else None
 
     def _render_metrics(self) -> bytes:
         if self.geo is not None:
@@ -261,6 +281,8 @@ class Router:
             self._ticker.cancel()
         await self.prober.stop()
         await self.decisions.close()
+        await self.rate_limiter.stop()
+        await self.store.notifier.stop()
         for rt in self.store.regions.values():
             if rt.pool is not None:
                 rt.pool.close()

@@ -42,7 +42,7 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from yarl import URL
 
-from .admin import MUTATIONS, _error, _json, audit, authorize, build_app
+from .admin import MUTATIONS, OPERATOR_HEADER, _error, _json, audit, authorize, build_app
 from .aggregate import merge_metrics, merge_states
 from .clock import Clock
 from .config import Address, Config, ConfigError
@@ -240,7 +240,9 @@ def run_workers(config: Config, n: int, reload_source=None) -> int:
 
     def spawn(slot: int, close_fds: list[int]) -> tuple[int, int]:
         others = [s.fileno() for i, s in enumerate(socks) if i != slot]
-        return _spawn(worker_cfg, internal, socks[slot], others + close_fds, slot, reload_source)
+        # One worker (slot 0, and its replacements) sends the webhooks, not N copies of each message.
+        cfg = worker_cfg if slot == 0 else replace(worker_cfg, notify=())
+        return _spawn(cfg, internal, socks[slot], others + close_fds, slot, reload_source)
 
     children = [spawn(i, []) for i in range(n)]
     ports = []
@@ -572,7 +574,8 @@ class Supervisor:
             if denied:
                 return denied
             body = await request.read()
-            headers = {"Authorization": f"Bearer {self.internal}", "Content-Type": "application/json"}
+            headers = {"Authorization": f"Bearer {self.internal}", "Content-Type": "application/json",
+                       OPERATOR_HEADER: who}  # the operator, for the workers' notifications
             try:
                 parsed = orjson.loads(body) if body.strip() else {}
             except orjson.JSONDecodeError:
@@ -581,7 +584,8 @@ class Supervisor:
             # The first worker validates (the same 400/404 answers as one process);
             # only then do the others follow -- unless the store carries it to them.
             live = self.live
-            targets = live[:1] if self.shared_store and not local else live
+            # A lift is each process's own limiter state: every worker hears it.
+            targets = live[:1] if self.shared_store and not local and action != "ratelimit_lift" else live
             answers = []
             for i, url in enumerate(targets):
                 try:
@@ -602,10 +606,14 @@ class Supervisor:
                 if len(targets) < len(live):
                     await self._converge(orjson.loads(first).get("version", 0))
                 args = parsed if isinstance(parsed, dict) else {}
+                if action == "ratelimit_lift":  # the worker's answer: an API key hashed, not in clear
+                    args = orjson.loads(first)
                 if "id" in request.match_info:
                     args = {"region": request.match_info["id"], **args}
                 audit(request, who, action, args)
                 key = request.match_info.get("id", "strategy")
+                if action == "ratelimit_lift":  # replayed to a replaced worker under its own key
+                    key = f"lift:{args.get('rule')}:{args.get('key')}"
                 if local or not self.stored:
                     self.decisions.pop(key, None)  # re-inserted last: replayed in order
                     self.decisions[key] = (request.method, request.raw_path, body)
