@@ -80,9 +80,16 @@ class DecisionBook:
         self._watcher = asyncio.create_task(self.backend.watch(self._taken, self._status), name="decisions")
 
     async def close(self) -> None:
+        """Bounded: shutdown must never wait on the store."""
         if self._watcher is not None:
             self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
+            done, _ = await asyncio.wait({self._watcher}, timeout=1.0)
+            if not done:
+                # redis-py can stay in a TLS read through a cancellation: closing
+                # its connections ends the read, and the watcher with it.
+                await self.backend.close()
+                self._watcher.cancel()
+                await asyncio.wait({self._watcher}, timeout=2.0)
         await self.backend.close()
 
     def _taken(self, d: Decisions) -> None:
