@@ -46,7 +46,7 @@ class DecisionBook:
         self.on_status: list[Callable[[bool], None]] = []  # the state_store_up gauge
         self._watcher: asyncio.Task | None = None
         self.applied_at: float | None = None  # when this replica took the current version (wall clock)
-        self._applied: tuple[str, int] = ("", -1)
+        self._applied: Decisions | None = None  # the document applied_at is for
 
     def current(self) -> Decisions:
         d = self.backend.current()
@@ -111,8 +111,8 @@ class DecisionBook:
                 cb(up)
 
     def _changed(self) -> None:
-        if self._applied != (self.shared.epoch, self.shared.version):
-            self._applied = (self.shared.epoch, self.shared.version)
+        if self._applied is not self.shared:
+            self._applied = self.shared
             self.applied_at = self.wall()
         for cb in self.on_change:
             cb()
