@@ -85,11 +85,15 @@ class DecisionBook:
             self._watcher.cancel()
             done, _ = await asyncio.wait({self._watcher}, timeout=1.0)
             if not done:
-                # redis-py can stay in a TLS read through a cancellation: closing
-                # its connections ends the read, and the watcher with it.
+                # redis-py can swallow a cancellation (inside get_message's own
+                # timeout): closing the backend stops the watcher's loop and ends
+                # its reads.
                 await self.backend.close()
                 self._watcher.cancel()
-                await asyncio.wait({self._watcher}, timeout=2.0)
+                done, _ = await asyncio.wait({self._watcher}, timeout=3.0)
+                if not done:
+                    log.warning("decision store watcher did not stop within 4 s")
+                return
         await self.backend.close()
 
     def _taken(self, d: Decisions) -> None:
