@@ -124,7 +124,8 @@ class Attacker(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.attack.open -= 1
-        self.attack.cut += 1
+        if self.attack.running:  # not our own abort at the end of the phase
+            self.attack.cut += 1
         self.attack.lost(self)
 
 

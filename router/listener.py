@@ -151,7 +151,11 @@ class ClientConnection(asyncio.Protocol):
         pos, size = 0, len(data)
         while pos < size:
             if self._in_head:
-                end = self._head_end(data, pos)
+                if self._tail:
+                    end = self._head_end(data, pos)
+                else:
+                    end = data.find(b"\n\r\n", pos)
+                    end = end + 3 if end >= 0 else -1
                 if end < 0:
                     self._hold_head(data if pos == 0 else data[pos:])
                     return
@@ -184,12 +188,12 @@ class ClientConnection(asyncio.Protocol):
                 self._tail = bytes(data[-2:])
 
     def _head_end(self, data: bytes, pos: int) -> int:
-        """Index just past the end of the head in data[pos:], or -1."""
+        """Index just past the end of the head in data[pos:], or -1, when the
+        last read ended with `_tail` (the end may straddle the two)."""
         tail = self._tail
-        if tail:
-            i = (tail + data[pos:pos + 2]).find(b"\n\r\n")
-            if i >= 0:
-                return pos + i + 3 - len(tail)
+        i = (tail + data[pos:pos + 2]).find(b"\n\r\n")
+        if i >= 0:
+            return pos + i + 3 - len(tail)
         i = data.find(b"\n\r\n", pos)
         return i + 3 if i >= 0 else -1
 
