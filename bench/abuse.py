@@ -233,7 +233,8 @@ KINDS = {
 }
 
 
-async def run_phase(kind, port: int, pid: int, count: int, seconds: float, settle: float) -> dict:
+async def run_phase(kind, router: Router, count: int, seconds: float, settle: float) -> dict:
+    port, pid = router.port, router.proc.pid
     before = Sample()
     before.take(pid)
     cpu0, t0 = cpu_seconds(pid), time.monotonic()
@@ -249,7 +250,7 @@ async def run_phase(kind, port: int, pid: int, count: int, seconds: float, settl
         if attack is not None:
             await attack.tick()
         during.take(pid)
-    peak_open = attack.open if attack else 0
+    in_flight = sum(r["in_flight"] for r in router.state()["regions"])  # with the attackers still there
     cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0) * 100
     if attack is not None:
         attack.stop()
@@ -268,7 +269,7 @@ async def run_phase(kind, port: int, pid: int, count: int, seconds: float, settl
         "errors": len(result["errors"]), "error_kinds": sorted({e for _, e in result["errors"]}), "cpu": cpu,
         "rss": (before.rss[0], max(during.rss), after.rss[0]),
         "fds": (before.fds[0], max(during.fds), after.fds[0]),
-        "cut": attack.cut if attack else 0, "open_at_end": peak_open,
+        "cut": attack.cut if attack else 0, "in_flight": in_flight,
         "failed_connects": attack.failed_connects if attack else 0,
     }
 
@@ -283,18 +284,17 @@ async def main_async(args) -> int:
     router = None
     try:
         router = Router(config_text(sim.ports))
-        pid = router.proc.pid
         deadline = time.monotonic() + 20
         while not all(r["healthy"] for r in router.state()["regions"]):
             if time.monotonic() > deadline:
                 raise RuntimeError("regions not healthy")
             await asyncio.sleep(0.2)
-        rows = [("none (baseline)", "", await run_phase(None, router.port, pid, 0, args.duration, 1.0))]
+        rows = [("none (baseline)", "", await run_phase(None, router, 0, args.duration, 1.0))]
         for name, kind in KINDS.items():
             if args.only and args.only not in name:
                 continue
             count = args.idle if kind is Idle else args.clients
-            r = await run_phase(kind, router.port, pid, count, args.duration, args.settle)
+            r = await run_phase(kind, router, count, args.duration, args.settle)
             rows.append((name, count, r))
         breakers = {r["id"]: r["breaker"] for r in router.state()["regions"]}
         print(f"{args.duration:g} s per attack; limits {LIMITS}")
@@ -302,14 +302,14 @@ async def main_async(args) -> int:
         print("| attack | clients | normal requests | normal p50 | normal p99 | normal errors "
               "| 2nd half: p99, errors "
               "| router RSS MiB before / peak / after | router fds before / peak / after | router CPU "
-              "| attackers cut |")
-        print("| --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- | ---: | ---: |")
+              "| cut by the router | region requests in flight at the end |")
+        print("| --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- | ---: | ---: | ---: |")
         for name, count, r in rows:
             errors = f"{r['errors']} ({', '.join(r['error_kinds'])})" if r["errors"] else "0"
             print(f"| {name} | {count} | {r['requests']} | {r['p50']:.1f} ms | {r['p99']:.1f} ms | {errors} "
                   f"| {r['late_p99']:.1f} ms, {r['late_errors']} "
                   f"| {r['rss'][0]:.0f} / {r['rss'][1]:.0f} / {r['rss'][2]:.0f} "
-                  f"| {r['fds'][0]} / {r['fds'][1]} / {r['fds'][2]} | {r['cpu']:.0f} % | {r['cut']} |")
+                  f"| {r['fds'][0]} / {r['fds'][1]} / {r['fds'][2]} | {r['cpu']:.0f} % | {r['cut']} | {r['in_flight']} |")
         print()
         print(f"breakers after: {breakers}")
     finally:
