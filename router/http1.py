@@ -120,3 +120,11 @@ def error_response(
     parts.append(b"\r\n")
     parts.append(body)
     return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=256)
+def refusal(code: int, error: str, detail: str) -> bytes:
+    """A closing error response with no request id (the router refused the
+    request before it had one): the same few, made once. Hostile clients come
+    in bursts (thousands of 408s at once)."""
+    return error_response(code, error, detail, close=True)

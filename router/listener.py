@@ -25,6 +25,7 @@ from .http1 import (
     absolute_authority,
     connection_tokens,
     error_response,
+    refusal,
     valid_host,
 )
 
@@ -455,9 +456,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.proxy.count_rejection(rej.status)
         if not self.closed:
-            self.transport.write(
-                error_response(rej.status, rej.error, rej.detail, close=True)
-            )
+            self.transport.write(refusal(rej.status, rej.error, rej.detail))
         self.close()
 
     def close(self) -> None:
