@@ -17,8 +17,9 @@ from policies.model import RequestFacts
 
 from .errors import NotSent, Rejected, Sent
 from .http1 import LAST_CHUNK, encode_chunk, error_response, status_line
+from .logs import log_route, routing_log
 from .retry import RETRY, RETRY_STATUSES, retry_decision
-from .state import skip_reason
+from .state import panic_pick, skip_reason
 
 if TYPE_CHECKING:
     from .listener import ClientConnection, Request
@@ -99,7 +100,7 @@ class Exchange:
             self.client_ip = ip = proxy.client_of(self.client.peer, req.xff)
             country = self.country = proxy.geo.lookup(ip) if proxy.geo is not None else None
             allowed = self.allowed = store.residency.get(country) if country else None
-            order = store.ranker.rank(RequestFacts(country, ip, req.method, ""))
+            order = store.ranker.rank(RequestFacts(country, ip, req.method, "", store.next_seq()))
             if allowed is not None:  # residency narrows the candidates under every strategy
                 order = tuple(r for r in order if r in allowed) + tuple(
                     r for r in store.regions if r in allowed and r not in order
@@ -132,18 +133,27 @@ class Exchange:
             if self.attempts >= proxy.limits.max_attempts:
                 rt.breaker.on_cancel(now)
                 break
-            self.attempts += 1
-            self.rt = rt
-            self.region = rt.id
-            self.in_attempt = True
-            rt.in_flight += 1
-            conn = rt.pool.take_idle()
-            if conn is not None:
-                self.send(conn)
-            else:
-                self.wait_for(self.connect_and_send(rt))
+            self.attempt(rt)
+            return
+        # hostile-region: breaker panic (router/state.py panic_pick)
+        panic = panic_pick(self.skipped, self.attempts)
+        if panic is not None:
+            self.attempt(proxy.store.breaker_panic(panic))
             return
         self.fail_to_proxy()
+
+    def attempt(self, rt: "RegionRuntime") -> None:
+        """Send to this region: a pooled connection at once, else wait for one."""
+        self.attempts += 1
+        self.rt = rt
+        self.region = rt.id
+        self.in_attempt = True
+        rt.in_flight += 1
+        conn = rt.pool.take_idle()
+        if conn is not None:
+            self.send(conn)
+        else:
+            self.wait_for(self.connect_and_send(rt))
 
     async def connect_and_send(self, rt: "RegionRuntime") -> None:
         try:
@@ -187,7 +197,7 @@ class Exchange:
             rt = self.rt
             self.upstream_time = proxy.clock.now() - self.t_sent
             rt.metrics.upstream_latency.observe(self.upstream_time)
-            proxy.store.record_latency(rt, self.upstream_time)
+            proxy.store.record_outcome(rt, self.upstream_time, head.status)  # latency, degrade
             status = head.status
             if status in RETRY_STATUSES and self.may_retry_after(status) and self.retry_slot():
                 req = self.req
@@ -234,11 +244,14 @@ class Exchange:
             return
         if not self.head_sent:
             rt = self.rt
+            self.proxy.store.record_outcome(rt, self.proxy.clock.now() - self.t_sent, 0)  # degrade
             if isinstance(exc, Sent) and exc.timed_out:
                 self.drop_region((504, "upstream_timeout", f"{rt.id}: {exc.detail}"))
             else:
                 detail = exc.detail or exc.reason if isinstance(exc, Sent) else str(exc)
-                self.drop_region((502, "upstream_failed", f"{rt.id}: {detail}"))
+                # hostile-region: a region head over limits.max_response_header_bytes
+                error = "upstream_head_too_large" if getattr(exc, "reason", "") == "head-too-large" else "upstream_failed"
+                self.drop_region((502, error, f"{rt.id}: {detail}"))
             return
         # The head is out; the only honest signal left is to cut the connection.
         log.warning("region %s failed mid-response: %s", self.region, exc)
@@ -301,7 +314,7 @@ class Exchange:
         conn = self.conn
         self.conn = None
         now = proxy.clock.now()
-        if self.status >= 500 or not ok:
+        if not ok or rt.breaker.is_failure(self.status):  # hostile-region: 500 is not the region's fault
             proxy.store.breaker_changed(rt, rt.breaker.on_failure(now))
         else:
             proxy.store.breaker_changed(rt, rt.breaker.on_success(now))
@@ -484,6 +497,10 @@ class Exchange:
             self.close_after = True
         elif req.version == "1.0":
             parts.append(b"Connection: keep-alive\r\n")
+        # -- polish (issue 15): X-Edge-Country behind [geo] country_header, off by default
+        if self.proxy.config.geo.country_header:
+            parts.append(b"X-Edge-Country: %s\r\n" % (self.country or "XX").encode())
+        # -- end polish
         parts.append(b"X-Edge-Region: %s\r\nX-Request-Id: %s\r\n\r\n" % (region.encode(), self.request_id))
         self.head_sent = True
         early, complete, failed = self.conn.relay()
@@ -565,7 +582,11 @@ class Exchange:
         region = self.region if self.head_sent and self.rt is not None and self.status else "none"
         proxy.metrics.count_request(region, status, proxy.store.strategy)
         duration = proxy.clock.now() - self.req.started
-        if self.rt is not None:
+        if region != "none":
             self.rt.metrics.request_duration.observe(duration)
+        else:  # polish (issue 15): the router's own answers have a duration too
+            proxy.metrics.none_duration.observe(duration)
         if proxy.access_log is not None:
             proxy.access_log(self, duration)
+        if routing_log.isEnabledFor(logging.DEBUG):  # polish (issue 15): the routing decision
+            log_route(self, region, status)
