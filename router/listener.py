@@ -46,6 +46,9 @@ _SPECIAL = {
     **{h: _DROP for h in HOP_BY_HOP if h not in (b"connection", b"transfer-encoding", b"upgrade")},
 }
 
+# Parsed requests waiting behind the one being answered (more wait as raw bytes).
+MAX_PIPELINED = 32
+
 # Over limits.max_connections: refused at once, before any byte is read.
 TOO_MANY_CONNECTIONS = error_response(
     503, "overloaded", "too many client connections", close=True, extra_headers=((b"Retry-After", b"1"),)
@@ -86,7 +89,7 @@ class ClientConnection(asyncio.Protocol):
         "proxy", "loop", "transport", "parser", "peer", "tls", "req", "queue", "exchange",
         "closed", "_reading_paused", "_write_paused", "_timer", "_deadline",
         "_deadline_kind", "_reject", "_max_head", "_in_head", "_head_bytes", "_head_parts", "_tail",
-        "_refused", "_hold_first",
+        "_refused", "_hold_first", "_unread",
     )
 
     def __init__(self, proxy: "Proxy", tls: bool = False) -> None:
@@ -115,6 +118,7 @@ class ClientConnection(asyncio.Protocol):
         self._head_parts: list[bytes] = []  # an unfinished head, joined once when its end comes
         self._tail = b""  # its last two bytes, for an end split across reads
         self._refused: Rejected | None = None  # a pipelined request refused, answered in its turn
+        self._unread = b""  # bytes after a queued request, parsed when its turn comes
 
     # -- asyncio.Protocol ------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -143,6 +147,7 @@ class ClientConnection(asyncio.Protocol):
             self.exchange.client_gone()
         self.queue.clear()
         self._head_parts = []
+        self._unread = b""
 
     def data_received(self, data: bytes) -> None:
         if self.closed or self._refused is not None:
@@ -187,6 +192,11 @@ class ClientConnection(asyncio.Protocol):
             if self._in_head and self.req is not None:
                 # A chunked body ended and the next head began in the same read.
                 self._tail = bytes(data[-2:])
+            if self.queue and pos < size:
+                # Pipelined requests wait their turn as raw bytes, not as parsed
+                # requests: what one read holds cannot become thousands of them.
+                self._unread = data[pos:]
+                return
 
     def _head_end(self, data: bytes, pos: int) -> int:
         """Index just past the end of the head in data[pos:], or -1, when the
@@ -404,6 +414,9 @@ class ClientConnection(asyncio.Protocol):
         req.dispatched = True
         if self.exchange is None and not self.queue:
             self._start(req)
+        elif len(self.queue) >= MAX_PIPELINED:
+            # Only reachable inside one read (after a chunked body): a backstop.
+            self._fail(503, "pipeline_too_deep", f"more than {MAX_PIPELINED} pipelined requests waiting")
         else:
             self.queue.append(req)  # pipelined: answered in order
             self.pause_reading()
@@ -417,7 +430,11 @@ class ClientConnection(asyncio.Protocol):
             return
         self._start(self.queue.popleft())
         if not self.queue:
-            self.resume_reading()
+            unread, self._unread = self._unread, b""
+            if unread:
+                self.data_received(unread)
+            if not self.queue:
+                self.resume_reading()
 
     def request_done(self, req: Request, close: bool) -> None:
         """Called by the proxy when a response has been written completely."""
