@@ -272,6 +272,7 @@ async def run_phase(kind, router: Router, region_port: int, count: int, seconds:
         "late_p99": percentile(late, 99) * 1000, "direct_p99": percentile(direct, 99) * 1000,
         "late_errors": sum(1 for at, _ in result["errors"] if at >= seconds / 2),
         "errors": len(result["errors"]), "error_kinds": sorted({e for _, e in result["errors"]}), "cpu": cpu,
+        "first_error": min((at for at, _ in result["errors"]), default=None),
         "rss": (before.rss[0], max(during.rss), after.rss[0]),
         "fds": (before.fds[0], max(during.fds), after.fds[0]),
         "cut": attack.cut if attack else 0, "in_flight": in_flight,
@@ -311,7 +312,8 @@ async def main_async(args) -> int:
               "| cut by the router | region requests in flight at the end |")
         print("| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | --- | --- | ---: | ---: | ---: |")
         for name, count, r in rows:
-            errors = f"{r['errors']} ({', '.join(r['error_kinds'])})" if r["errors"] else "0"
+            errors = (f"{r['errors']} ({', '.join(r['error_kinds'])}; first sent at {r['first_error']:.1f} s)"
+                      if r["errors"] else "0")
             print(f"| {name} | {count} | {r['requests']} | {r['p50']:.1f} ms | {r['p99']:.1f} ms | {errors} "
                   f"| {r['late_p99']:.1f} ms, {r['late_errors']} | {r['direct_p99']:.1f} ms "
                   f"| {r['rss'][0]:.0f} / {r['rss'][1]:.0f} / {r['rss'][2]:.0f} "
