@@ -152,6 +152,9 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed or self._refused is not None:
             return
+        if self._unread:  # a read that raced our pause: after what is already waiting
+            self._unread += data
+            return
         if self._deadline_kind == "body":
             self._deadline = self.loop.time() + self.proxy.limits.body_timeout
         pos, size = 0, len(data)
