@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 
 from policies.model import RequestFacts
 
-from .errors import NotSent, Sent
+from .errors import NotSent, Rejected, Sent
 from .http1 import LAST_CHUNK, encode_chunk, error_response, status_line
+from .logs import log_route, routing_log
 from .retry import RETRY, RETRY_STATUSES, retry_decision
-from .state import skip_reason
+from .state import panic_pick, skip_reason
 
 if TYPE_CHECKING:
-    from .listener import ClientConnection, Rejected, Request
+    from .listener import ClientConnection, Request
     from .proxy import Proxy
     from .state import RegionRuntime
     from .upstream import ResponseHead, UpstreamConnection
@@ -31,6 +32,9 @@ log = logging.getLogger("edge_router.exchange")
 # Request ids must be unique, not secret: a PRNG seeded from the OS once is
 # enough, and spares a getrandom() system call per request.
 _request_ids = random.Random(os.urandom(32))
+
+# On the router's own 503s (no region, overload, residency): worth trying again soon.
+RETRY_AFTER = ((b"Retry-After", b"1"),)
 
 _REQUEST_ID_OK = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
@@ -43,7 +47,7 @@ class Exchange:
         "close_after", "status", "region", "request_id", "country", "client_ip",
         "attempts", "upstream_time", "rejected", "retry_held", "skipped",
         "order", "pos", "allowed", "common", "draw", "first_reason", "failed",
-        "t_sent", "task", "finished", "in_attempt", "out",
+        "t_sent", "task", "finished", "in_attempt", "out", "rl_headers",
     )
 
     def __init__(self, proxy: Proxy, client: "ClientConnection", req: "Request") -> None:
@@ -76,6 +80,7 @@ class Exchange:
         self.finished = False
         self.in_attempt = False
         self.out: list[bytes] = []  # bytes for the client, written once per region read
+        self.rl_headers = b""  # rate limit: remaining-quota header lines for the answer
         rid = req.request_id
         if rid and len(rid) <= 200 and all(c in _REQUEST_ID_OK for c in rid):
             self.request_id = rid
@@ -95,8 +100,17 @@ class Exchange:
             req = self.req
             self.client_ip = ip = proxy.client_of(self.client.peer, req.xff)
             country = self.country = proxy.geo.lookup(ip) if proxy.geo is not None else None
+            # -- rate limit (router/ratelimit): once, before any region is chosen --
+            if proxy.rate_limiter is not None:
+                verdict = proxy.rate_limiter.check(req.method, req.url, req.headers, ip, country)
+                if verdict.__class__ is not bytes:
+                    self.send_error(429, "rate_limited", verdict.detail, verdict.headers)
+                    self.finish()
+                    return
+                self.rl_headers = verdict
+            # -- end rate limit --
             allowed = self.allowed = store.residency.get(country) if country else None
-            order = store.ranker.rank(RequestFacts(country, ip, req.method, ""))
+            order = store.ranker.rank(RequestFacts(country, ip, req.method, "", store.next_seq()))
             if allowed is not None:  # residency narrows the candidates under every strategy
                 order = tuple(r for r in order if r in allowed) + tuple(
                     r for r in store.regions if r in allowed and r not in order
@@ -129,18 +143,27 @@ class Exchange:
             if self.attempts >= proxy.limits.max_attempts:
                 rt.breaker.on_cancel(now)
                 break
-            self.attempts += 1
-            self.rt = rt
-            self.region = rt.id
-            self.in_attempt = True
-            rt.in_flight += 1
-            conn = rt.pool.take_idle()
-            if conn is not None:
-                self.send(conn)
-            else:
-                self.wait_for(self.connect_and_send(rt))
+            self.attempt(rt)
+            return
+        # hostile-region: breaker panic (router/state.py panic_pick)
+        panic = panic_pick(self.skipped, self.attempts)
+        if panic is not None:
+            self.attempt(proxy.store.breaker_panic(panic))
             return
         self.fail_to_proxy()
+
+    def attempt(self, rt: "RegionRuntime") -> None:
+        """Send to this region: a pooled connection at once, else wait for one."""
+        self.attempts += 1
+        self.rt = rt
+        self.region = rt.id
+        self.in_attempt = True
+        rt.in_flight += 1
+        conn = rt.pool.take_idle()
+        if conn is not None:
+            self.send(conn)
+        else:
+            self.wait_for(self.connect_and_send(rt))
 
     async def connect_and_send(self, rt: "RegionRuntime") -> None:
         try:
@@ -152,6 +175,7 @@ class Exchange:
             else:
                 self.proxy.store.breaker_changed(rt, rt.breaker.on_failure(now))
             self.end_attempt()
+            self.attempts -= 1  # max_attempts counts sent attempts only
             # Never reached the region: the next candidate, no retry budget needed.
             self.first_reason = self.first_reason or exc.reason
             self.skip(rt.id, exc.detail or exc.reason)
@@ -183,9 +207,9 @@ class Exchange:
             rt = self.rt
             self.upstream_time = proxy.clock.now() - self.t_sent
             rt.metrics.upstream_latency.observe(self.upstream_time)
-            proxy.store.record_latency(rt, self.upstream_time)
+            proxy.store.record_outcome(rt, self.upstream_time, head.status)  # latency, degrade
             status = head.status
-            if status in RETRY_STATUSES and self.may_retry_after(status):
+            if status in RETRY_STATUSES and self.may_retry_after(status) and self.retry_slot():
                 req = self.req
                 if req.body.done and (head.no_body or (head.length is not None and head.length <= 65536)):
                     # A small answer after a whole request: drain it, keep the connection.
@@ -197,6 +221,13 @@ class Exchange:
             self.relay_head(head, rt.id)
         except Exception:
             self.internal_error()
+
+    def upstream_interim(self, status: int, headers: list[bytes]) -> None:
+        """A 1xx (103 Early Hints, 102) before the final answer: forwarded to an
+        HTTP/1.1 client (RFC 9110 15.2); HTTP/1.0 has no 1xx. 100 Continue is
+        the router's own business (answered when the client asked)."""
+        if self.req.version == "1.1" and not self.head_sent and status not in (100, 101):
+            self.out.append(b"%s%s\r\n" % (status_line(status), b"".join(headers)))
 
     def upstream_body(self, data: bytes) -> None:
         self.out.append(encode_chunk(data) if self.out_chunked else data)
@@ -216,13 +247,21 @@ class Exchange:
                 transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def upstream_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, Sent) and exc.timed_out and not self.req.body.done:
+            # The region waits for a body the client does not send: the client's
+            # stall, never held against the region nor retried.
+            self.reject(Rejected(408, "request_timeout", "request body not received in time"))
+            return
         if not self.head_sent:
             rt = self.rt
+            self.proxy.store.record_outcome(rt, self.proxy.clock.now() - self.t_sent, 0)  # degrade
             if isinstance(exc, Sent) and exc.timed_out:
                 self.drop_region((504, "upstream_timeout", f"{rt.id}: {exc.detail}"))
             else:
                 detail = exc.detail or exc.reason if isinstance(exc, Sent) else str(exc)
-                self.drop_region((502, "upstream_failed", f"{rt.id}: {detail}"))
+                # hostile-region: a region head over limits.max_response_header_bytes
+                error = "upstream_head_too_large" if getattr(exc, "reason", "") == "head-too-large" else "upstream_failed"
+                self.drop_region((502, error, f"{rt.id}: {detail}"))
             return
         # The head is out; the only honest signal left is to cut the connection.
         log.warning("region %s failed mid-response: %s", self.region, exc)
@@ -285,7 +324,7 @@ class Exchange:
         conn = self.conn
         self.conn = None
         now = proxy.clock.now()
-        if self.status >= 500 or not ok:
+        if not ok or rt.breaker.is_failure(self.status):  # hostile-region: 500 is not the region's fault
             proxy.store.breaker_changed(rt, rt.breaker.on_failure(now))
         else:
             proxy.store.breaker_changed(rt, rt.breaker.on_success(now))
@@ -371,12 +410,37 @@ class Exchange:
             self.internal_error()
 
     def may_retry_after(self, status: int) -> bool:
-        """Worth answering a 502/503/504 with another region rather than relaying it?"""
+        """Worth answering a 502/503/504 with another region rather than relaying it?
+        Only if another candidate can take it: else the last answer wins, and
+        the client gets the region's own (its Retry-After, its body), as nginx."""
         req = self.req
         return (
             self.attempts < self.proxy.limits.max_attempts
             and retry_decision(req.method, True, req.body.replayable, status, False) == RETRY
+            and self.another_candidate()
         )
+
+    def another_candidate(self) -> bool:
+        """Is a region left in the walk that would be tried now? (No side effect
+        beyond the request's one drain draw.)"""
+        proxy = self.proxy
+        regions = proxy.store.regions
+        now = proxy.clock.now()
+        for rid in self.order[self.pos:]:
+            rt = regions.get(rid)
+            if rt is None:
+                continue
+            if rt.admit < 1.0 and self.draw < 0:
+                self.draw = proxy.random()
+            if not skip_reason(rt, self.draw, now, proxy.max_in_flight, trial=False):
+                return True
+        return False
+
+    def retry_slot(self) -> bool:
+        """A retry slot now, within the budget; none: the region's answer is relayed."""
+        if not self.retry_held and self.proxy.try_retry_now():
+            self.retry_held = True
+        return self.retry_held
 
     def release_retry(self) -> None:
         if self.retry_held:
@@ -443,6 +507,12 @@ class Exchange:
             self.close_after = True
         elif req.version == "1.0":
             parts.append(b"Connection: keep-alive\r\n")
+        # -- polish (issue 15): X-Edge-Country behind [geo] country_header, off by default
+        if self.proxy.config.geo.country_header:
+            parts.append(b"X-Edge-Country: %s\r\n" % (self.country or "XX").encode())
+        # -- end polish
+        if self.rl_headers:
+            parts.append(self.rl_headers)  # rate limit: remaining quota
         parts.append(b"X-Edge-Region: %s\r\nX-Request-Id: %s\r\n\r\n" % (region.encode(), self.request_id))
         self.head_sent = True
         early, complete, failed = self.conn.relay()
@@ -451,7 +521,10 @@ class Exchange:
             parts.extend(encode_chunk(c) for c in early) if self.out_chunked else parts.extend(early)
         if complete and self.out_chunked:
             parts.append(LAST_CHUNK)
-        # Written with the body that follows in the same read (upstream_flush).
+        # Written with the body that follows in the same read (upstream_flush),
+        # after any interim answer of the same read.
+        if self.out:
+            parts[:0] = self.out
         self.out = parts
         if complete:
             self.complete(True)
@@ -485,7 +558,7 @@ class Exchange:
         self.finish()
 
     # -- answers made by the router ---------------------------------------------------------
-    def send_error(self, status: int, error: str, detail: str) -> None:
+    def send_error(self, status: int, error: str, detail: str, extra_headers: tuple = ()) -> None:
         if self.head_sent or self.client.closed:
             return
         self.status = status
@@ -498,6 +571,7 @@ class Exchange:
                 status, error, detail,
                 region=self.region, request_id=self.request_id.decode("latin-1"),
                 close=self.close_after or self.proxy.shutting_down or not self.req.keep_alive,
+                extra_headers=RETRY_AFTER if status == 503 else extra_headers,
             )
         )
 
@@ -513,6 +587,7 @@ class Exchange:
 
     def count_failover(self, src: str, dst: str, reason: str) -> None:
         self.proxy.metrics.failovers.labels(src, dst, reason).inc()
+        self.proxy.store.notifier.failover(src, dst, reason)
 
     def finish_log(self) -> None:
         proxy = self.proxy
@@ -520,7 +595,11 @@ class Exchange:
         region = self.region if self.head_sent and self.rt is not None and self.status else "none"
         proxy.metrics.count_request(region, status, proxy.store.strategy)
         duration = proxy.clock.now() - self.req.started
-        if self.rt is not None:
+        if region != "none":
             self.rt.metrics.request_duration.observe(duration)
+        else:  # polish (issue 15): the router's own answers have a duration too
+            proxy.metrics.none_duration.observe(duration)
         if proxy.access_log is not None:
             proxy.access_log(self, duration)
+        if routing_log.isEnabledFor(logging.DEBUG):  # polish (issue 15): the routing decision
+            log_route(self, region, status)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import logging
 import random
+import resource
 from typing import TYPE_CHECKING, Callable
 
 from .client_ip import TrustedProxies, client_address
@@ -17,33 +19,68 @@ if TYPE_CHECKING:
     from .listener import ClientConnection, Request
     from .state import RegionStore
 
+log = logging.getLogger("edge_router.proxy")
+
+# Descriptors kept for everything that is not a client: the admin API and its
+# scrapes, probes, DNS, logs, the listening sockets.
+FD_RESERVE = 64
+
+
+def default_max_connections(config, nofile: int | None = None) -> int:
+    """Client connections the descriptor limit allows once every region pool
+    (and a probe per region) has its descriptors: at the limit the prober and
+    the pools must still be able to connect."""
+    if nofile is None:
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if nofile == resource.RLIM_INFINITY:
+            nofile = 1 << 20
+    regions = len(config.regions)
+    return max(16, nofile - regions * (config.limits.pool_size + 2) - FD_RESERVE)
+
 
 class Proxy:
     """Shared by every client connection: the store, GeoIP, metrics, limits."""
 
-    def __init__(self, *, config, store: "RegionStore", geo, metrics, clock, access_log: Callable | None = None):
+    def __init__(self, *, config, store: "RegionStore", geo, metrics, clock, access_log: Callable | None = None,
+                 rate_limiter=None):
         self.loop = asyncio.get_running_loop()
-        self.config = config
-        self.limits = config.limits
         self.store = store
         self.geo = geo
         self.metrics = metrics
         self.clock = clock
         self.access_log = access_log
+        self.rate_limiter = rate_limiter  # router/ratelimit, None without rules
+        self.budget = RetryBudget.from_limits(config.limits)
+        self.scheme = b"https" if config.listen.tls_cert else b"http"
+        self.apply_config(config)
+        self.connections: set["ClientConnection"] = set()
+        self.active = 0
+        self.shutting_down = False
+        self.random = random.random
+        self._retry_waiters: collections.deque[asyncio.Future] = collections.deque()
+
+    def apply_config(self, config) -> None:
+        """Limits, trusted proxies and the retry budget's ratio, for the requests
+        that start from now on (also on a config reload)."""
+        self.config = config
+        self.limits = config.limits
         self.trusted = TrustedProxies(config.geo.trusted_proxies)
         # The same clients come back (and behind a load balancer, the same
         # peers): parsing their addresses once is enough.
         self.client_of = functools.lru_cache(maxsize=65536)(
             functools.partial(client_address, trusted=self.trusted)
         )
-        self.budget = RetryBudget.from_limits(config.limits)
+        # The budget keeps counting the requests in flight; only its ratios change.
+        self.budget.ratio = config.limits.retry_budget_ratio
+        self.budget.min_retries = config.limits.retry_budget_min
         self.max_in_flight = config.breaker.max_in_flight
-        self.scheme = b"https" if config.listen.tls_cert else b"http"
-        self.connections: set["ClientConnection"] = set()
-        self.active = 0
-        self.shutting_down = False
-        self.random = random.random
-        self._retry_waiters: collections.deque[asyncio.Future] = collections.deque()
+        fd_room = default_max_connections(config)
+        self.max_connections = config.limits.max_connections or fd_room
+        if self.max_connections > fd_room:
+            log.warning(
+                "limits.max_connections = %d leaves too few file descriptors for region pools and probes "
+                "(RLIMIT_NOFILE allows about %d client connections)", self.max_connections, fd_room,
+            )
 
     def try_retry_now(self) -> bool:
         """A retry slot at once, if nobody queues before us."""
@@ -82,6 +119,9 @@ class Proxy:
                 w.set_result(True)  # the slot passes on: active_retries unchanged
                 return
         self.budget.retry_finished()
+
+    def refuse_connection(self) -> None:
+        self.metrics.connections_refused.inc()
 
     def count_rejection(self, status: int) -> None:
         self.metrics.count_request("none", status, self.store.strategy)
