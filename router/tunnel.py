@@ -80,15 +80,17 @@ class Tunnel:
     """A client and a region joined after a 101 Switching Protocols."""
 
     __slots__ = ("loop", "region", "client", "upstream", "idle_timeout", "last_io", "timer",
-                 "outcome", "registry", "started")
+                 "outcome", "registry", "started", "on_end")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, region: str,
                  client_transport: asyncio.Transport, region_transport: asyncio.Transport,
-                 idle_timeout: float, registry: "TunnelRegistry") -> None:
+                 idle_timeout: float, registry: "TunnelRegistry",
+                 on_end: Callable[["Tunnel"], None] | None = None) -> None:
         self.loop = loop
         self.region = region
         self.idle_timeout = idle_timeout
         self.registry = registry
+        self.on_end = on_end  # the owner's bookkeeping (the client connection it was)
         self.outcome = ""
         self.started = self.last_io = loop.time()
         self.client = _Leg(self, client_transport, "client")
@@ -132,6 +134,8 @@ class Tunnel:
             if not leg.transport.is_closing():
                 leg.transport.close()
         self.registry.closed(self)
+        if self.on_end is not None:
+            self.on_end(self)
 
 
 class TunnelRegistry:
