@@ -1,4 +1,4 @@
-"""Misbehaving regions (tests/e2e/rogue.py) behind `python -m router serve`
+"""Misbehaving regions (bench/rogue.py) behind `python -m router serve`
 with a one-connection pool: two clients one after the other, and who gets what.
 Client A provokes the region; client B must get its own answer."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from harness import make_config, request, start_router, wait_until
-from rogue import RogueRegion
+from bench.rogue import RogueRegion
 
 
 @pytest.fixture(scope="module")
