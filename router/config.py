@@ -98,6 +98,9 @@ class LimitsConfig:
     retry_budget_min: int = 3  # ... but at least 3
     max_attempts: int = 3  # regions tried for one request (sent attempts)
     drain_timeout: float = 20.0  # SIGTERM: in-flight requests finish within this
+    body_timeout: float = 30.0  # client silent this long mid-body -> 408 (nginx client_body_timeout)
+    send_timeout: float = 60.0  # client not reading its answer this long -> cut (nginx send_timeout)
+    max_connections: int | None = None  # client connections; None: sized from RLIMIT_NOFILE
     max_response_header_bytes: int = 65536  # larger region head -> 502 upstream_head_too_large
 
 
@@ -393,6 +396,7 @@ _LIMITS = {
     "pool_wait": _duration(allow_zero=True), "pool_idle": _duration(),
     "retry_budget_ratio": _number(allow_low=True), "retry_budget_min": _integer(0),
     "max_attempts": _integer(1), "drain_timeout": _duration(allow_zero=True),
+    "body_timeout": _duration(), "send_timeout": _duration(), "max_connections": _integer(1),
     "max_response_header_bytes": _integer(1024),
 }
 _LOG = {"level": _choice(LOG_LEVELS, "log level"), "access_log": _boolean}

@@ -140,6 +140,10 @@ class Metrics:
         self.retry_budget_exhausted = Counter(
             "edge_router_retry_budget_exhausted", "Retries refused because the retry budget was spent.", registry=r,
         )
+        self.connections_refused = Counter(
+            "edge_router_connections_refused",
+            "Client connections refused at once because limits.max_connections were open.", registry=r,
+        )
         self._strategy = ""
         self.regions = regions
         for rid in regions:

@@ -41,6 +41,7 @@ class _Stop(Exception):
 
 
 class ResponseSink(Protocol):
+    def upstream_interim(self, status: int, headers: list[bytes]) -> None: ...
     def upstream_head(self, head: "ResponseHead") -> None: ...
     def upstream_body(self, data: bytes) -> None: ...
     def upstream_flush(self) -> None: ...
@@ -249,7 +250,10 @@ class UpstreamConnection(asyncio.Protocol):
             self._abort = Sent("bad-response", "region switched protocols (101) unasked")
             raise _Stop
         if status < 200:
-            # Interim response (100 Continue we did not ask for, 103): dropped.
+            # Interim response: 103, 102 go to the sink (it forwards them to
+            # HTTP/1.1 clients); 100 Continue we did not ask for is dropped.
+            if self._sink is not None:  # hostile-client: interim answers
+                self._sink.upstream_interim(status, self._headers)
             self._headers = []
             self._conn_tokens = set()
             self._length = None
@@ -306,6 +310,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._arm_timer()
 
     def write(self, data: bytes) -> None:
+        # hostile-client: while the body still goes out, no answer is awaited
+        # yet: the read timeout counts from the last byte sent as well.
+        self._last_io = self.loop.time()
         self.transport.write(data)
 
     def relay(self) -> tuple[list[bytes], bool, BaseException | None]:

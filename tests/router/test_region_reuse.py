@@ -29,6 +29,10 @@ class Client:
         self.body = bytearray()
         self.done = False
         self.failed: BaseException | None = None
+        self.interim: list[int] = []
+
+    def upstream_interim(self, status, headers):
+        self.interim.append(status)
 
     def upstream_head(self, head):
         self.head = head
