@@ -5,6 +5,7 @@ thread per connection, keep-alive. Each answers by the request's path:
 
     /api/v1/health   200, always clean (so that the prober keeps it healthy)
     /late            answers, then a second answer ("EVIL") `late` seconds later
+    /double          its answer and the head of a second one, in one write
     /head-body       a HEAD answer followed by a body
     /early           answers before reading the request body, then reads it
     /early-noread    answers before reading the request body, never reads it
@@ -124,6 +125,8 @@ class RogueRegion:
             conn.sendall(_answer(200, f"for:{rid}"))
             time.sleep(self.late)
             conn.sendall(_answer(200, "EVIL"))
+        elif path == "/double":
+            conn.sendall(_answer(200, f"for:{rid}") + b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nEVIL")
         elif path == "/head-body":
             body = f"for:{rid}".encode()
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
@@ -163,7 +166,7 @@ def _answer(status: int, body: str) -> bytes:
 
 
 # --------------------------------------------------------------------------- benchmark
-SCENARIOS = ("/late", "/head-body", "/early", "/endless-head", "/switch", "/bad-chunk", "/never")
+SCENARIOS = ("/late", "/double", "/head-body", "/early", "/endless-head", "/switch", "/bad-chunk", "/never")
 
 
 def _ask(port: int, method: str, path: str, rid: str, body: bytes | None = None) -> tuple[int, bytes]:
@@ -188,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description="misbehaving regions vs. the clients behind the router")
     p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated paths")
     args = p.parse_args(argv)
     rogue = RogueRegion(late=0.05)
     api = f"http://127.0.0.1:{rogue.port}"
@@ -202,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| misbehaviour (client A) | rounds | A: status | B: own answer | B: router 5xx "
               f"| B: another's bytes | router RSS after, MiB (start {rss0:.1f}) |")
         print("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
-        for path in SCENARIOS:
+        for path in args.scenarios.split(","):
             own = r5xx = wrong = 0
             a_statuses: dict[int, int] = {}
             rounds = args.rounds if path != "/never" else min(args.rounds, 5)
