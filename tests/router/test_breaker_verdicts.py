@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +14,6 @@ from router.breaker import CircuitBreaker
 from router.config import BreakerConfig
 from router.state import panic_pick
 
-sys.path.insert(0, str(Path(__file__).parent))
 from memstack import Stack, config  # noqa: E402
 
 
