@@ -640,8 +640,9 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         c.add("regions", "at least one [[regions]] table is required")
     # Ids are collected before the regions are checked so that one broken region
     # does not cascade into "unknown region" errors everywhere else.
+    # (A bad id is reported once, at its own key, and never echoed elsewhere.)
     known = {r["id"] for r in raw_regions
-             if isinstance(r, dict) and isinstance(r.get("id"), str) and r["id"]}
+             if isinstance(r, dict) and isinstance(r.get("id"), str) and _REGION_ID_RE.fullmatch(r["id"])}
     regions = _regions(c, raw_regions, known)
 
     default = top.get("default_region")

@@ -359,7 +359,7 @@ class Exchange:
         if not ok or rt.breaker.is_failure(self.status):  # hostile-region: 500 is not the region's fault
             proxy.store.breaker_changed(rt, rt.breaker.on_failure(now))
         else:
-            proxy.store.breaker_changed(rt, rt.breaker.on_success(now))
+            proxy.store.breaker_changed(rt, rt.breaker.on_success(now, self.status >= 500))
         if not ok:
             self.close_after = True
         if conn is not None:

@@ -424,7 +424,8 @@ class Supervisor:
             while True:
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
-                    if os.waitstatus_to_exitcode(status) != 0:
+                    # (a replacement still starting dies of the SIGTERM itself: fine)
+                    if os.waitstatus_to_exitcode(status) not in (0, -signal.SIGTERM):
                         code = 1
                     break
                 if asyncio.get_running_loop().time() > deadline:
