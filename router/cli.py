@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edge-router", description="Global traffic-steering reverse proxy."
     )
+    p.add_argument("--version", action="version", version=version_text(),
+                   help="version, and which build runs (compiled or pure Python)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def serve_flags(sp: argparse.ArgumentParser, with_config: bool) -> None:
@@ -45,6 +47,18 @@ def _parser() -> argparse.ArgumentParser:
     geo.add_argument("--db", metavar="FILE", help="MaxMind DB (default: the config's)")
     geo.add_argument("--config", metavar="FILE", help="config for the country map (default: built-in)")
     return p
+
+
+def version_text() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import BUILD
+
+    try:
+        v = version("edge-router")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        v = "(not installed)"
+    return f"edge-router {v}, {BUILD}, Python {sys.version.split()[0]}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,12 +15,14 @@ class Ewma:
             if half_life <= 0:
                 raise ValueError("half_life must be > 0")
             alpha = 1.0 - 0.5 ** (1.0 / half_life)
+        assert alpha is not None  # one of the two was given
         if not 0.0 < alpha <= 1.0:
             raise ValueError("alpha must be in (0, 1]")
-        self.alpha = alpha
+        self.alpha: float = alpha
         self.value: float | None = None
 
     def update(self, value: float) -> float:
         prev = self.value
-        self.value = value if prev is None else prev + self.alpha * (value - prev)
-        return self.value
+        new = value if prev is None else prev + self.alpha * (value - prev)
+        self.value = new
+        return new

@@ -25,6 +25,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from . import BUILD
 from .admin import MUTATIONS, _error, _json, audit, authorize, build_app
 from .aggregate import merge_metrics, merge_states
 from .config import Address, Config
@@ -152,9 +153,9 @@ class Supervisor:
         if not self.token:
             log.warning("no admin token in $%s: admin mutations are refused (403)", self.config.admin.token_env)
         log.info(
-            "edge-router listening on %s:%d (admin %s:%d), strategy %s, %d regions, %d workers",
+            "edge-router listening on %s:%d (admin %s:%d), strategy %s, %d regions, %d workers, %s build",
             self.config.listen.address.host, self.port, a.host, admin_port, self.config.strategy,
-            len(self.config.regions), len(self.pids),
+            len(self.config.regions), len(self.pids), BUILD,
         )
         watch = asyncio.create_task(self._watch(stop))
         await stop.wait()
