@@ -99,7 +99,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 class Simulator:
     def __init__(self) -> None:
-        args = [sys.executable, "-m", "bench.regions", "--control", "0", "--host", "127.0.0.1"]
+        args = [sys.executable, "-m", "router.simulator", "--control", "0", "--host", "127.0.0.1"]
         for rid, lat in LATENCIES.items():
             args += ["--region", f"{rid}:0:{lat}"]
         self.proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

@@ -58,6 +58,9 @@ class MemoryTransport:
     def is_closing(self) -> bool:
         return self.closing
 
+    def get_write_buffer_size(self) -> int:
+        return 0  # everything written is gone at once
+
     def close(self) -> None:
         self.closing = True
 

@@ -7,7 +7,7 @@
 What it starts, all on 127.0.0.1, all stopped at the end (Ctrl-C included):
 
 - a fast upstream: four "regions" served by one nginx (a fixed small JSON answer,
-  one port per region), or the region simulator (bench/regions.py, no added
+  one port per region), or the region simulator (router/simulator/, no added
   latency) when nginx is not installed;
 - edge-router on the geographic strategy with the demo GeoIP DB (geodata/demo.py),
   trusting 127.0.0.1 for X-Forwarded-For, access log off;
@@ -311,7 +311,7 @@ def start_upstream(procs: Processes, tmp: Path, pin: Pinning, force_sim: bool = 
                 + NGINX_HTTP_COMMON.format(dir=tmp / "upstream") + servers + "\n}\n")
         proc = start_nginx(procs, nginx, "upstream nginx", text, tmp / "upstream", list(ports.values()), pin.load)
         return Upstream("nginx", ports, proc)
-    args = [*pin.load, sys.executable, "-m", "bench.regions", "--control", "0"]
+    args = [*pin.load, sys.executable, "-m", "router.simulator", "--control", "0"]
     for rid in REGIONS:
         args += ["--region", f"{rid}:0:0ms"]
     proc = procs.start("simulator", args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

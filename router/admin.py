@@ -35,7 +35,7 @@ def _error(status: int, error: str, detail: str, **extra: object) -> web.Respons
 
 def token_fingerprint(token: str) -> str:
     """Short, non-reversible: enough to tell tokens apart in an audit trail."""
-    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:12]
+    return "sha256:" + hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
 # The admin API, in one table: the single process and the workers' supervisor
@@ -71,11 +71,16 @@ def authorize(request: web.Request, token: str | None, token_env: str) -> tuple[
         ), ""
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    given = given.strip()
+    # Bytes, not str: compare_digest refuses non-ASCII str, and a header that
+    # is not ASCII (or not UTF-8) is just a wrong token: 401, never a 500.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), token.encode("utf-8", "surrogateescape")
+    ):
         resp = _error(401, "unauthorized", "missing or wrong bearer token")
         resp.headers["WWW-Authenticate"] = 'Bearer realm="edge-router admin"'
         return resp, ""
-    return None, token_fingerprint(given.strip())
+    return None, token_fingerprint(given)
 
 
 def audit(request: web.Request, who: str, action: str, args: dict) -> None:

@@ -14,11 +14,17 @@ so old failures cannot trip the breaker again at once.
 Every mutating call returns the new state if the state changed (else None) and
 bumps `transitions`, so the caller knows to publish a snapshot. Time-driven
 open -> half-open is also reported by `tick(now)`; call it when republishing.
+
+What counts as a failure: connect failures, resets, timeouts and the gateway
+statuses 502/503/504; other statuses only if `failure_statuses` lists them
+(one endpoint answering 500 is the application's error, not the region's).
+Closed -> open also asks `may_open` (the region store's ejection cap).
 """
 from __future__ import annotations
 
 from collections import deque
 from math import ceil
+from typing import Callable
 
 from policies.model import CLOSED, HALF_OPEN, OPEN
 
@@ -65,11 +71,14 @@ class _Window:
         self.total = self.failures = 0
 
 
+GATEWAY_FAILURES = frozenset((502, 503, 504))
+
+
 class CircuitBreaker:
     __slots__ = ("cfg", "_state", "open_until", "open_for", "_consecutive", "_trials",
-                 "_trial_oks", "_window", "transitions")
+                 "_trial_oks", "_window", "transitions", "_failing", "may_open")
 
-    def __init__(self, cfg: BreakerConfig):
+    def __init__(self, cfg: BreakerConfig, may_open: Callable[[], bool] | None = None):
         self.cfg = cfg
         self._state = CLOSED
         self.open_until = 0.0  # while open: when half-open begins
@@ -79,6 +88,18 @@ class CircuitBreaker:
         self._trial_oks = 0  # half-open trial successes so far
         self._window = _Window(cfg.window)
         self.transitions = 0
+        self._failing = GATEWAY_FAILURES | cfg.failure_statuses
+        # Asked before closed -> open: False keeps the region in (ejection cap).
+        self.may_open = may_open
+
+    def is_failure(self, status: int) -> bool:
+        """Does an answer with this status count against the region?"""
+        return status in self._failing
+
+    @property
+    def ejected(self) -> bool:
+        """Open or half-open: out of (full) rotation."""
+        return self._state != CLOSED
 
     # -- queries -------------------------------------------------------------
 
@@ -127,7 +148,8 @@ class CircuitBreaker:
         if self._state == CLOSED:
             # Opening from closed always starts at open_for: the doubling only
             # spans an unbroken open -> half-open -> open run.
-            if self._consecutive >= self.cfg.consecutive_failures or self._ratio_tripped(now):
+            if ((self._consecutive >= self.cfg.consecutive_failures or self._ratio_tripped(now))
+                    and (self.may_open is None or self.may_open())):
                 changed = self._open(now, self.cfg.open_for)
         elif self._state == HALF_OPEN:
             changed = self._open(now, min(self.open_for * 2, self.cfg.max_open_for))

@@ -1,4 +1,4 @@
-"""`edge-router` command line: demo, serve, check-config, geo."""
+"""`edge-router` command line: demo, serve, check-config, geo, simulate."""
 from __future__ import annotations
 
 import argparse
@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     geo.add_argument("ip")
     geo.add_argument("--db", metavar="FILE", help="MaxMind DB (default: the config's)")
     geo.add_argument("--config", metavar="FILE", help="config for the country map (default: built-in)")
+    from .simulator.cli import CONTROL_HELP, add_arguments
+
+    add_arguments(sub.add_parser(
+        "simulate", help="simulated regions with a fault-injection control server (for tests and demos)",
+        description="Run simulated regions and a control server that injects faults.",
+        epilog=CONTROL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    ))
     return p
 
 
@@ -70,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             return geo_command(args)
         if args.command == "serve":
             return serve(args)
+        if args.command == "simulate":
+            from .simulator.cli import run
+
+            return run(args)
         if args.command == "demo":
             from .demo import run_demo
 

@@ -73,6 +73,11 @@ class BreakerConfig:
     min_requests: int = 20  # ... with at least this many requests in it
     half_open_requests: int = 3  # trial requests let through while half-open
     max_in_flight: int = 1000  # per region; overflow goes to the next region
+    # Statuses beyond 502/503/504 that count as failures (default none: an
+    # endpoint answering 500 is the application's error, not the region's).
+    failure_statuses: frozenset[int] = frozenset()
+    # Envoy max_ejection_percent: breakers never hold more than this share of regions open.
+    max_ejected_percent: int = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +98,10 @@ class LimitsConfig:
     retry_budget_min: int = 3  # ... but at least 3
     max_attempts: int = 3  # regions tried for one request (sent attempts)
     drain_timeout: float = 20.0  # SIGTERM: in-flight requests finish within this
+    body_timeout: float = 30.0  # client silent this long mid-body -> 408 (nginx client_body_timeout)
+    send_timeout: float = 60.0  # client not reading its answer this long -> cut (nginx send_timeout)
+    max_connections: int | None = None  # client connections; None: sized from RLIMIT_NOFILE
+    max_response_header_bytes: int = 65536  # larger region head -> 502 upstream_head_too_large
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +336,34 @@ def _country(value: Any) -> str:
     return value
 
 
+# A token: safe in a header value, a metric label, a URL path segment, a log line.
+_REGION_ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+
+
+def _region_id(value: Any) -> str:
+    rid = _string(value)
+    if not _REGION_ID_RE.fullmatch(rid):
+        raise _Bad(f"bad region id {rid!r} (use lower-case letters, digits, '.', '_', '-', "
+                   "starting with a letter or digit, at most 63 characters)")
+    return rid
+
+
+def _statuses(value: Any) -> frozenset[int]:
+    _expect(value, list, "an array of HTTP status codes")
+    for code in value:
+        _expect(code, int, "an HTTP status code (integer)")
+        if not 100 <= code <= 599:
+            raise _Bad(f"bad HTTP status {code} (use 100..599)")
+    return frozenset(value)
+
+
+def _percent(value: Any) -> int:
+    _expect(value, int, "an integer percentage")
+    if not 0 <= value <= 100:
+        raise _Bad(f"must be 0..100, got {value}")
+    return value
+
+
 def _network(value: Any) -> IPNetwork:
     _expect(value, str, "a string")
     try:
@@ -350,6 +387,7 @@ _BREAKER = {
     "consecutive_failures": _integer(1), "open_for": _duration(), "max_open_for": _duration(),
     "failure_ratio": _number(high=1.0), "window": _duration(), "min_requests": _integer(1),
     "half_open_requests": _integer(1), "max_in_flight": _integer(1),
+    "failure_statuses": _statuses, "max_ejected_percent": _percent,
 }
 _LIMITS = {
     "connect_timeout": _duration(), "read_timeout": _duration(), "idle_timeout": _duration(),
@@ -358,6 +396,8 @@ _LIMITS = {
     "pool_wait": _duration(allow_zero=True), "pool_idle": _duration(),
     "retry_budget_ratio": _number(allow_low=True), "retry_budget_min": _integer(0),
     "max_attempts": _integer(1), "drain_timeout": _duration(allow_zero=True),
+    "body_timeout": _duration(), "send_timeout": _duration(), "max_connections": _integer(1),
+    "max_response_header_bytes": _integer(1024),
 }
 _LOG = {"level": _choice(LOG_LEVELS, "log level"), "access_log": _boolean}
 _LEAST_LATENCY = {
@@ -365,7 +405,7 @@ _LEAST_LATENCY = {
     "absolute_margin": _duration(allow_zero=True),
 }
 _REGION = {
-    "id": _string, "api": _url, "health": _url, "provider": _string,
+    "id": _region_id, "api": _url, "health": _url, "provider": _string,
     "role": _choice(ROLES, "role"), "failover": _string_list, "weight": _number(),
     "tls_ca": _string, "tls_cert": _string, "tls_key": _string,
 }

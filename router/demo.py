@@ -11,13 +11,13 @@ import shutil
 import tempfile
 from dataclasses import replace
 
-from bench.regions import RegionSpec, Simulator
 from geodata.demo import build_demo_db
 from geodata.reader import GeoReader
 
 from .config import Config, default_config, parse_address
 from .logs import setup_logging
 from .server import Router, install_uvloop, serve_until_signalled
+from .simulator import RegionSpec, Simulator
 
 # One-way latencies as seen from a router near us-east-1.
 DEMO_LATENCIES = {"us-east-1": 0.008, "us-west-2": 0.035, "eu-west-1": 0.040, "ap-southeast-1": 0.110}
@@ -71,12 +71,24 @@ def _banner(router: Router, sim: Simulator, clients, token: str) -> str:
             continue
         seen.add(c.region)
         lines.append(f"  curl -si -H 'X-Forwarded-For: {c.ip}' {url}/api/v1/echo   # {c.country} -> {c.region}")
+    europe = next(c for c in clients if c.region == "eu-west-1")
+    sim_url = f"http://{sim.host}:{sim.control_port}"
     lines += [
+        "",
+        "Streams (the region names itself in each event; the WebSocket echoes what you type):",
+        f"  curl -N -H 'X-Forwarded-For: {europe.ip}' '{url}/api/v1/events?count=5&interval=1s'"
+        f"   # server-sent events, one a second: {europe.country} -> {europe.region}",
+        f"  python3 -m websockets 'ws://{host}:{router.listen_port}/api/v1/ws?greet=1'"
+        "   # WebSocket echo (pip install websockets)",
+        "",
+        "Operate:",
         f"  curl -s {admin}/admin/state",
         f"  curl -s '{admin}/admin/route?ip={clients[1].ip}'",
         f"  curl -s -X PUT -H 'Authorization: Bearer {token}' -d '{{\"strategy\": \"round-robin\"}}' {admin}/admin/strategy",
         f"  curl -s -X POST -H 'Authorization: Bearer {token}' {admin}/admin/regions/eu-west-1/disable",
-        f"  curl -s -X POST -d '{{\"down\": true}}' http://{sim.host}:{sim.control_port}/regions/us-east-1/fault",
+        f"  curl -s -X POST -H 'Authorization: Bearer {token}' {admin}/admin/regions/eu-west-1/enable",
+        f"  curl -s -X POST -d '{{\"down\": true}}' {sim_url}/regions/us-east-1/fault   # kill a region",
+        f"  curl -s -X POST {sim_url}/regions/us-east-1/reset   # restore it",
         f"  curl -s {admin}/metrics | grep edge_router_requests_total",
         "",
     ]

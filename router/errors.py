@@ -1,4 +1,5 @@
-"""Upstream failures say whether request bytes reached the region.
+"""Upstream failures say whether request bytes reached the region; requests
+the router refuses itself are Rejected.
 
 NotSent may go to the next region; Sent is retried only for an idempotent
 method whose body is still held. That distinction keeps a payment from being
@@ -26,3 +27,14 @@ class Sent(UpstreamError):
     @property
     def timed_out(self) -> bool:
         return self.reason == "timeout"
+
+
+class Rejected(Exception):
+    """A request refused by the router itself (4xx/5xx it makes): the client's
+    doing, never held against a region."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 
 from policies.model import RequestFacts
 
-from .errors import NotSent, Sent
+from .errors import NotSent, Rejected, Sent
 from .http1 import LAST_CHUNK, encode_chunk, error_response, status_line
 from .retry import RETRY, RETRY_STATUSES, retry_decision
-from .state import skip_reason
+from .state import panic_pick, skip_reason
 
 if TYPE_CHECKING:
-    from .listener import ClientConnection, Rejected, Request
+    from .listener import ClientConnection, Request
     from .proxy import Proxy
     from .state import RegionRuntime
     from .upstream import ResponseHead, UpstreamConnection
@@ -31,6 +31,9 @@ log = logging.getLogger("edge_router.exchange")
 # Request ids must be unique, not secret: a PRNG seeded from the OS once is
 # enough, and spares a getrandom() system call per request.
 _request_ids = random.Random(os.urandom(32))
+
+# On the router's own 503s (no region, overload, residency): worth trying again soon.
+RETRY_AFTER = ((b"Retry-After", b"1"),)
 
 _REQUEST_ID_OK = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
@@ -129,18 +132,27 @@ class Exchange:
             if self.attempts >= proxy.limits.max_attempts:
                 rt.breaker.on_cancel(now)
                 break
-            self.attempts += 1
-            self.rt = rt
-            self.region = rt.id
-            self.in_attempt = True
-            rt.in_flight += 1
-            conn = rt.pool.take_idle()
-            if conn is not None:
-                self.send(conn)
-            else:
-                self.wait_for(self.connect_and_send(rt))
+            self.attempt(rt)
+            return
+        # hostile-region: breaker panic (router/state.py panic_pick)
+        panic = panic_pick(self.skipped, self.attempts)
+        if panic is not None:
+            self.attempt(proxy.store.breaker_panic(panic))
             return
         self.fail_to_proxy()
+
+    def attempt(self, rt: "RegionRuntime") -> None:
+        """Send to this region: a pooled connection at once, else wait for one."""
+        self.attempts += 1
+        self.rt = rt
+        self.region = rt.id
+        self.in_attempt = True
+        rt.in_flight += 1
+        conn = rt.pool.take_idle()
+        if conn is not None:
+            self.send(conn)
+        else:
+            self.wait_for(self.connect_and_send(rt))
 
     async def connect_and_send(self, rt: "RegionRuntime") -> None:
         try:
@@ -152,6 +164,7 @@ class Exchange:
             else:
                 self.proxy.store.breaker_changed(rt, rt.breaker.on_failure(now))
             self.end_attempt()
+            self.attempts -= 1  # max_attempts counts sent attempts only
             # Never reached the region: the next candidate, no retry budget needed.
             self.first_reason = self.first_reason or exc.reason
             self.skip(rt.id, exc.detail or exc.reason)
@@ -185,7 +198,7 @@ class Exchange:
             rt.metrics.upstream_latency.observe(self.upstream_time)
             proxy.store.record_latency(rt, self.upstream_time)
             status = head.status
-            if status in RETRY_STATUSES and self.may_retry_after(status):
+            if status in RETRY_STATUSES and self.may_retry_after(status) and self.retry_slot():
                 req = self.req
                 if req.body.done and (head.no_body or (head.length is not None and head.length <= 65536)):
                     # A small answer after a whole request: drain it, keep the connection.
@@ -197,6 +210,13 @@ class Exchange:
             self.relay_head(head, rt.id)
         except Exception:
             self.internal_error()
+
+    def upstream_interim(self, status: int, headers: list[bytes]) -> None:
+        """A 1xx (103 Early Hints, 102) before the final answer: forwarded to an
+        HTTP/1.1 client (RFC 9110 15.2); HTTP/1.0 has no 1xx. 100 Continue is
+        the router's own business (answered when the client asked)."""
+        if self.req.version == "1.1" and not self.head_sent and status not in (100, 101):
+            self.out.append(b"%s%s\r\n" % (status_line(status), b"".join(headers)))
 
     def upstream_body(self, data: bytes) -> None:
         self.out.append(encode_chunk(data) if self.out_chunked else data)
@@ -216,13 +236,20 @@ class Exchange:
                 transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def upstream_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, Sent) and exc.timed_out and not self.req.body.done:
+            # The region waits for a body the client does not send: the client's
+            # stall, never held against the region nor retried.
+            self.reject(Rejected(408, "request_timeout", "request body not received in time"))
+            return
         if not self.head_sent:
             rt = self.rt
             if isinstance(exc, Sent) and exc.timed_out:
                 self.drop_region((504, "upstream_timeout", f"{rt.id}: {exc.detail}"))
             else:
                 detail = exc.detail or exc.reason if isinstance(exc, Sent) else str(exc)
-                self.drop_region((502, "upstream_failed", f"{rt.id}: {detail}"))
+                # hostile-region: a region head over limits.max_response_header_bytes
+                error = "upstream_head_too_large" if getattr(exc, "reason", "") == "head-too-large" else "upstream_failed"
+                self.drop_region((502, error, f"{rt.id}: {detail}"))
             return
         # The head is out; the only honest signal left is to cut the connection.
         log.warning("region %s failed mid-response: %s", self.region, exc)
@@ -285,7 +312,7 @@ class Exchange:
         conn = self.conn
         self.conn = None
         now = proxy.clock.now()
-        if self.status >= 500 or not ok:
+        if not ok or rt.breaker.is_failure(self.status):  # hostile-region: 500 is not the region's fault
             proxy.store.breaker_changed(rt, rt.breaker.on_failure(now))
         else:
             proxy.store.breaker_changed(rt, rt.breaker.on_success(now))
@@ -371,12 +398,37 @@ class Exchange:
             self.internal_error()
 
     def may_retry_after(self, status: int) -> bool:
-        """Worth answering a 502/503/504 with another region rather than relaying it?"""
+        """Worth answering a 502/503/504 with another region rather than relaying it?
+        Only if another candidate can take it: else the last answer wins, and
+        the client gets the region's own (its Retry-After, its body), as nginx."""
         req = self.req
         return (
             self.attempts < self.proxy.limits.max_attempts
             and retry_decision(req.method, True, req.body.replayable, status, False) == RETRY
+            and self.another_candidate()
         )
+
+    def another_candidate(self) -> bool:
+        """Is a region left in the walk that would be tried now? (No side effect
+        beyond the request's one drain draw.)"""
+        proxy = self.proxy
+        regions = proxy.store.regions
+        now = proxy.clock.now()
+        for rid in self.order[self.pos:]:
+            rt = regions.get(rid)
+            if rt is None:
+                continue
+            if rt.admit < 1.0 and self.draw < 0:
+                self.draw = proxy.random()
+            if not skip_reason(rt, self.draw, now, proxy.max_in_flight, trial=False):
+                return True
+        return False
+
+    def retry_slot(self) -> bool:
+        """A retry slot now, within the budget; none: the region's answer is relayed."""
+        if not self.retry_held and self.proxy.try_retry_now():
+            self.retry_held = True
+        return self.retry_held
 
     def release_retry(self) -> None:
         if self.retry_held:
@@ -451,7 +503,10 @@ class Exchange:
             parts.extend(encode_chunk(c) for c in early) if self.out_chunked else parts.extend(early)
         if complete and self.out_chunked:
             parts.append(LAST_CHUNK)
-        # Written with the body that follows in the same read (upstream_flush).
+        # Written with the body that follows in the same read (upstream_flush),
+        # after any interim answer of the same read.
+        if self.out:
+            parts[:0] = self.out
         self.out = parts
         if complete:
             self.complete(True)
@@ -498,6 +553,7 @@ class Exchange:
                 status, error, detail,
                 region=self.region, request_id=self.request_id.decode("latin-1"),
                 close=self.close_after or self.proxy.shutting_down or not self.req.keep_alive,
+                extra_headers=RETRY_AFTER if status == 503 else (),
             )
         )
 

@@ -5,6 +5,7 @@ Pure bytes in, bytes out; no sockets here. The parser itself is llhttp
 """
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 
 import orjson
@@ -51,6 +52,31 @@ def no_body_status(code: int) -> bool:
 def connection_tokens(value: bytes) -> set[bytes]:
     """Header names listed in a Connection header (they are hop-by-hop too)."""
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
+
+
+# RFC 3986 host [":" port]: an IP literal, or reg-name / IPv4 characters. No
+# userinfo ("@"), path ("/"), query ("?"), whitespace or control bytes.
+_HOST_RE = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::([0-9]{1,5}))?")
+
+
+def valid_host(value: bytes) -> bool:
+    """A Host header value (or an absolute-form authority) the router accepts."""
+    m = _HOST_RE.fullmatch(value)
+    return m is not None and (m.group(1) is None or int(m.group(1)) <= 65535)
+
+
+def absolute_authority(target: bytes) -> bytes | None:
+    """The authority of an absolute-form target (RFC 9112 3.2.2), or None if it
+    is not an http(s) URI with one."""
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return None
+    end = len(rest)
+    for c in b"/?#":
+        i = rest.find(c)
+        if 0 <= i < end:
+            end = i
+    return rest[:end]
 
 
 def encode_chunk(data: bytes) -> bytes:

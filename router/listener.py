@@ -1,7 +1,12 @@
 """The client side: one asyncio.Protocol per connection, llhttp parsing,
-request limits, keep-alive and pipelining, flow control.
+request limits, keep-alive and pipelining, flow control, client timeouts.
 
 Malformed requests are answered here with a 4xx and never reach a region.
+
+A request head is held as raw bytes until its end (CRLF CRLF) has arrived and
+only then parsed, in one piece: its size is counted before any parsing, the
+cost per byte is linear (no re-accumulation of partial fields), and memory is
+bounded by limits.max_header_bytes plus one read.
 """
 from __future__ import annotations
 
@@ -12,12 +17,15 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from .body import RequestBody
+from .body import PENDING_HIGH, RequestBody
+from .errors import Rejected
 from .http1 import (
     CONTINUE_100,
     HOP_BY_HOP,
+    absolute_authority,
     connection_tokens,
     error_response,
+    valid_host,
 )
 
 if TYPE_CHECKING:
@@ -37,22 +45,17 @@ _SPECIAL = {
     **{h: _DROP for h in HOP_BY_HOP if h not in (b"connection", b"transfer-encoding", b"upgrade")},
 }
 
-
-class Rejected(Exception):
-    """A request refused before it reached any region."""
-
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.error = error
-        self.detail = detail
+# Over limits.max_connections: refused at once, before any byte is read.
+TOO_MANY_CONNECTIONS = error_response(
+    503, "overloaded", "too many client connections", close=True, extra_headers=((b"Retry-After", b"1"),)
+)
 
 
 class Request:
     __slots__ = (
         "method", "url", "version", "headers", "keep_alive", "host", "xff", "xfproto",
         "request_id", "content_length", "chunked", "expect", "conn_tokens", "body",
-        "complete", "started", "head_size", "upgrade",
+        "complete", "started", "te", "upgrade", "dispatched",
     )
 
     def __init__(self, started: float) -> None:
@@ -72,15 +75,17 @@ class Request:
         self.body: RequestBody | None = None
         self.complete = False
         self.started = started
-        self.head_size = 0
+        self.te: bytes | None = None  # Transfer-Encoding, every field joined
         self.upgrade = False
+        self.dispatched = False  # handed to the proxy (or queued behind an answer)
 
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "proxy", "loop", "transport", "parser", "peer", "tls", "req", "queue", "exchange",
         "closed", "_reading_paused", "_write_paused", "_timer", "_deadline",
-        "_deadline_kind", "_reject", "_max_head",
+        "_deadline_kind", "_reject", "_max_head", "_in_head", "_head_bytes", "_head_parts", "_tail",
+        "_refused", "_hold_first",
     )
 
     def __init__(self, proxy: "Proxy", tls: bool = False) -> None:
@@ -101,15 +106,31 @@ class ClientConnection(asyncio.Protocol):
         self._deadline_kind = ""
         self._reject: Rejected | None = None
         self._max_head = proxy.limits.max_header_bytes
+        # A small body is read whole before a region is chosen (nginx's request
+        # buffering, bounded): a client stalling it holds no region connection.
+        self._hold_first = min(proxy.limits.retry_body_bytes, PENDING_HIGH)
+        self._in_head = True  # before a message's headers are complete: bytes are held raw
+        self._head_bytes = 0  # raw bytes of the current head so far
+        self._head_parts: list[bytes] = []  # an unfinished head, joined once when its end comes
+        self._tail = b""  # its last two bytes, for an end split across reads
+        self._refused: Rejected | None = None  # a pipelined request refused, answered in its turn
 
     # -- asyncio.Protocol ------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        proxy = self.proxy
+        if len(proxy.connections) >= proxy.max_connections:
+            # Descriptors beyond this belong to region pools and probes.
+            self.closed = True
+            proxy.refuse_connection()
+            transport.write(TOO_MANY_CONNECTIONS)  # type: ignore[attr-defined]
+            transport.close()
+            return
         transport.set_write_buffer_limits(high=256 * 1024)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
-        self.proxy.connections.add(self)
-        self._set_deadline("idle", self.proxy.limits.idle_timeout)
+        proxy.connections.add(self)
+        self._set_deadline("idle", proxy.limits.idle_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -120,10 +141,83 @@ class ClientConnection(asyncio.Protocol):
         if self.exchange is not None:
             self.exchange.client_gone()
         self.queue.clear()
+        self._head_parts = []
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self._refused is not None:
             return
+        if self._deadline_kind == "body":
+            self._deadline = self.loop.time() + self.proxy.limits.body_timeout
+        pos, size = 0, len(data)
+        while pos < size:
+            if self._in_head:
+                end = self._head_end(data, pos)
+                if end < 0:
+                    self._hold_head(data if pos == 0 else data[pos:])
+                    return
+                if not self._head_bytes:
+                    self._head_began()
+                self._head_bytes += end - pos
+                piece = data if pos == 0 and end == size else data[pos:end]
+                if self._head_parts:
+                    self._head_parts.append(piece)
+                    piece = b"".join(self._head_parts)
+                    self._head_parts = []
+                self._tail = b""
+                if self._head_bytes > self._max_head:
+                    self._refuse(self._too_large(piece))
+                    return
+                pos = end
+            else:
+                # A body. With a Content-Length, only up to its end: whatever
+                # follows is the next head, and is counted as one.
+                req = self.req
+                stop = size
+                if req.content_length is not None:
+                    stop = min(size, pos + req.content_length - req.body.size)
+                piece = data if pos == 0 and stop == size else memoryview(data)[pos:stop]
+                pos = stop
+            if not self._feed(piece):
+                return
+            if self._in_head and self.req is not None:
+                # A chunked body ended and the next head began in the same read.
+                self._tail = bytes(data[-2:])
+
+    def _head_end(self, data: bytes, pos: int) -> int:
+        """Index just past the end of the head in data[pos:], or -1."""
+        tail = self._tail
+        if tail:
+            i = (tail + data[pos:pos + 2]).find(b"\n\r\n")
+            if i >= 0:
+                return pos + i + 3 - len(tail)
+        i = data.find(b"\n\r\n", pos)
+        return i + 3 if i >= 0 else -1
+
+    def _hold_head(self, piece: bytes) -> None:
+        if not self._head_bytes:
+            self._head_began()
+        self._head_bytes += len(piece)
+        self._head_parts.append(piece)
+        if self._head_bytes > self._max_head:
+            self._refuse(self._too_large(b"".join(self._head_parts)))
+            return
+        self._tail = piece[-2:] if len(piece) > 1 else (self._tail + piece)[-2:]
+
+    def _too_large(self, head: bytes) -> Rejected:
+        self._head_parts = []
+        line_end = head.find(b"\n")
+        if line_end < 0 or line_end >= self._max_head:
+            return Rejected(414, "uri_too_long", "request line exceeds the header size limit")
+        return Rejected(431, "headers_too_large", f"request head exceeds {self._max_head} bytes")
+
+    def _head_began(self) -> None:
+        """The first byte of a head: header_timeout runs from here (unless an
+        answer is still being sent: then from its end)."""
+        if self.exchange is None:
+            self._set_deadline("header", self.proxy.limits.header_timeout)
+
+    def _feed(self, data) -> bool:
+        """Parse; False when reading stops here (refused, or upgraded)."""
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -131,19 +225,32 @@ class ClientConnection(asyncio.Protocol):
             # plain one (req.upgrade), and the connection closes after its
             # answer; the bytes of the would-be protocol are not read.
             self.pause_reading()
+            return False
         except httptools.HttpParserCallbackError as exc:
             rej = self._reject or _as_rejection(exc.__context__)
             self._refuse(rej)
+            return False
         except httptools.HttpParserError as exc:
             self._refuse(Rejected(400, "bad_request", f"malformed HTTP request: {exc}"))
+            return False
+        return not self.closed
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        self._set_deadline("send", self.proxy.limits.send_timeout)
         if self.exchange is not None:
             self.exchange.client_pause_writing()
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self.req is not None and not self._in_head:
+            self._set_deadline("body", self.proxy.limits.body_timeout)
+        elif self.exchange is not None:
+            self._set_deadline("", 0)
+        elif self._in_head and (self._head_bytes or self.req is not None):
+            self._set_deadline("header", self.proxy.limits.header_timeout)
+        else:
+            self._set_deadline("idle", self.proxy.limits.idle_timeout)
         if self.exchange is not None:
             self.exchange.client_resume_writing()
 
@@ -160,24 +267,16 @@ class ClientConnection(asyncio.Protocol):
     # -- parser callbacks ----------------------------------------------------------
     def on_message_begin(self) -> None:
         self.req = Request(self.proxy.clock.now())
-        self._set_deadline("header", self.proxy.limits.header_timeout)
+        if not self._head_bytes:  # began inside a read that ended a chunked body
+            self._head_began()
 
     def on_url(self, url: bytes) -> None:
-        req = self.req
-        req.url += url
-        req.head_size += len(url)
-        if req.head_size > self._max_head:
-            self._reject = Rejected(414, "uri_too_long", "request target exceeds the header size limit")
-            raise self._reject
+        self.req.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # llhttp has already refused names that are not tokens and values with
         # control characters (RFC 9110 5.1, 5.5): only our own rules remain.
         req = self.req
-        req.head_size += len(name) + len(value) + 4
-        if req.head_size > self._max_head:
-            self._reject = Rejected(431, "headers_too_large", f"request head exceeds {self._max_head} bytes")
-            raise self._reject
         kind = _SPECIAL.get(name.lower())
         if kind is None:
             req.headers.append(b"%s: %s\r\n" % (name, value))
@@ -198,7 +297,7 @@ class ClientConnection(asyncio.Protocol):
                 raise self._reject
             req.content_length = n  # re-added by the proxy from the parsed value
         elif kind == _TRANSFER_ENCODING:
-            req.chunked = True
+            req.te = value if req.te is None else req.te + b"," + value
         elif kind == _CONNECTION:
             req.conn_tokens = connection_tokens(value) | (req.conn_tokens or set())
         elif kind == _EXPECT:
@@ -217,55 +316,87 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         req = self.req
         p = self.parser
+        self._in_head = False
+        self._head_bytes = 0
         req.method = p.get_method().decode("ascii")
         req.version = p.get_http_version()
         req.keep_alive = p.should_keep_alive() and not req.upgrade
-        if req.version not in ("1.1", "1.0"):
-            self._reject = Rejected(505, "http_version_not_supported", f"HTTP/{req.version} is not spoken here")
-            raise self._reject
-        if req.chunked and req.content_length is not None:
-            # Request smuggling (RFC 9112 6.1): refuse, never guess.
-            self._reject = Rejected(400, "bad_request", "both Content-Length and Transfer-Encoding")
-            raise self._reject
-        if req.host is None and req.version == "1.1":
-            self._reject = Rejected(400, "bad_request", "missing Host header")
-            raise self._reject
-        if req.method == "CONNECT":
-            self._reject = Rejected(405, "method_not_allowed", "CONNECT is not supported")
-            raise self._reject
-        limit = self.proxy.limits.max_body_bytes
-        if req.content_length is not None and req.content_length > limit:
-            self._reject = Rejected(413, "body_too_large", f"request body exceeds {limit} bytes")
-            raise self._reject
+        self._check_head(req)
         req.body = RequestBody(
             self, req.chunked, req.content_length, self.proxy.limits.retry_body_bytes
         )
-        self._set_deadline("", 0)
+        if req.body.empty:
+            self._set_deadline("", 0)
+        else:
+            self._set_deadline("body", self.proxy.limits.body_timeout)
         if req.expect and not req.body.empty:
             # We will read the body, so say so now; the region is not asked
             # (Expect is handled hop by hop).
             self.transport.write(CONTINUE_100)
-        if not req.body.empty:
-            self._dispatch(req)  # the body streams to the region as it comes
+
+    def _check_head(self, req: Request) -> None:
+        """The rules of RFC 9110/9112 llhttp leaves to us; raises Rejected."""
+        if req.version not in ("1.1", "1.0"):
+            self._fail(505, "http_version_not_supported", f"HTTP/{req.version} is not spoken here")
+        if req.te is not None:
+            if req.version == "1.0":
+                self._fail(400, "bad_request", "Transfer-Encoding in an HTTP/1.0 request")  # RFC 9112 6.1
+            codings = [c.strip().lower() for c in req.te.split(b",")]
+            if codings[-1] != b"chunked":
+                self._fail(400, "bad_request", "chunked is not the final transfer coding")  # RFC 9112 6.3
+            if len(codings) > 1:
+                self._fail(501, "not_implemented", "transfer codings other than chunked are not supported")
+            req.chunked = True
+            if req.content_length is not None:
+                # Request smuggling (RFC 9112 6.1): refuse, never guess.
+                self._fail(400, "bad_request", "both Content-Length and Transfer-Encoding")
+        if req.method == "CONNECT":
+            self._fail(405, "method_not_allowed", "CONNECT is not supported")
+        url = req.url
+        if url[:1] != b"/":
+            if url == b"*":
+                if req.method != "OPTIONS":
+                    self._fail(400, "bad_request", "the target * is only for OPTIONS")
+            else:
+                # absolute-form: its authority is the host (RFC 9112 3.2.2)
+                authority = absolute_authority(url)
+                if authority is None:
+                    self._fail(400, "bad_request", "invalid request target")
+                req.host = authority
+        if req.host is None:
+            if req.version == "1.1":
+                self._fail(400, "bad_request", "missing Host header")
+        elif not valid_host(req.host):
+            self._fail(400, "bad_header", "invalid Host")
+        limit = self.proxy.limits.max_body_bytes
+        if req.content_length is not None and req.content_length > limit:
+            self._fail(413, "body_too_large", f"request body exceeds {limit} bytes")
+
+    def _fail(self, status: int, error: str, detail: str) -> None:
+        self._reject = Rejected(status, error, detail)
+        raise self._reject
 
     def on_body(self, data: bytes) -> None:
         body = self.req.body
         if body.size + len(data) > self.proxy.limits.max_body_bytes:
-            self._reject = Rejected(
-                413, "body_too_large", f"request body exceeds {self.proxy.limits.max_body_bytes} bytes"
-            )
-            raise self._reject
+            self._fail(413, "body_too_large", f"request body exceeds {self.proxy.limits.max_body_bytes} bytes")
         body.feed(data)
+        if not self.req.dispatched and body.size > self._hold_first:
+            self._dispatch(self.req)  # too big to wait for: the rest streams to the region as it comes
 
     def on_message_complete(self) -> None:
         req = self.req
         req.complete = True
         req.body.finish()
         self.req = None
-        if req.body.empty:
+        self._in_head = True
+        if self._deadline_kind == "body":
+            self._set_deadline("", 0)
+        if not req.dispatched:
             self._dispatch(req)  # whole: it can be answered at once, even by the router
 
     def _dispatch(self, req: Request) -> None:
+        req.dispatched = True
         if self.exchange is None and not self.queue:
             self._start(req)
         else:
@@ -292,16 +423,31 @@ class ClientConnection(asyncio.Protocol):
         if self.queue:
             # Not from inside the callback that finished the last one.
             self.loop.call_soon(self._start_queued)
+            return
+        if self._refused is not None:
+            self._refuse(self._refused)
+            return
+        self.resume_reading()
+        if self._in_head and (self._head_bytes or self.req is not None):
+            # The next head began while we answered: its time runs from now.
+            self._set_deadline("header", self.proxy.limits.header_timeout)
         else:
-            self.resume_reading()
             self._set_deadline("idle", self.proxy.limits.idle_timeout)
 
     def _refuse(self, rej: Rejected) -> None:
         """Answer a bad request ourselves and close: the stream cannot be trusted."""
         self._reject = None
-        if self.exchange is not None:
-            # A request is being answered: it decides (413 if nothing was sent yet).
-            self.exchange.reject(rej)
+        ex = self.exchange
+        if ex is not None:
+            if self.req is ex.req:
+                # The request being answered broke a rule in its body: it
+                # decides (413 if nothing was sent yet).
+                ex.reject(rej)
+            else:
+                # A later pipelined request: refused in its turn, after the
+                # answers before it; nothing more is read.
+                self._refused = rej
+                self.pause_reading()
             return
         self.proxy.count_rejection(rej.status)
         if not self.closed:
@@ -316,29 +462,54 @@ class ClientConnection(asyncio.Protocol):
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            self.transport.close()
+            transport = self.transport
+            if transport.get_write_buffer_size():
+                # close() waits for the buffer to drain: bounded, for a client that never reads.
+                self.loop.call_later(self.proxy.limits.send_timeout, transport.abort)
+            transport.close()
 
     # -- one timer per connection ---------------------------------------------------
+    # idle: between requests; header: from a head's first byte; body: since the
+    # last body bytes; send: since the client stopped taking our bytes; "": none
+    # (a region is being waited for: its read_timeout applies).
     def _set_deadline(self, kind: str, seconds: float) -> None:
+        if self._write_paused and kind != "send":
+            return  # the client not reading comes first; resume_writing sets the next
         self._deadline_kind = kind
         if not kind:
             return
-        self._deadline = self.loop.time() + seconds
-        if self._timer is None:
-            self._timer = self.loop.call_at(self._deadline, self._on_timer)
+        self._deadline = deadline = self.loop.time() + seconds
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return  # it fires first and re-arms for the rest
+            timer.cancel()
+        self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self.closed or not self._deadline_kind:
+        kind = self._deadline_kind
+        if self.closed or not kind:
             return
-        if self.loop.time() < self._deadline:
+        now = self.loop.time()
+        if now < self._deadline:
             self._timer = self.loop.call_at(self._deadline, self._on_timer)
             return
-        if self._deadline_kind == "header" and self.exchange is None:
-            self.transport.write(
-                error_response(408, "request_timeout", "request head not received in time", close=True)
-            )
-        self.close()
+        if kind == "body":
+            if self._reading_paused:
+                # We stopped reading (the region is slow): not the client's doing.
+                self._set_deadline("body", self.proxy.limits.body_timeout)
+                return
+            self._refuse(Rejected(408, "request_timeout", "request body not received in time"))
+        elif kind == "send":
+            # The client does not read its answer: cut it; the region
+            # connection is freed (connection_lost -> exchange.client_gone).
+            self.closed = True
+            self.transport.abort()
+        elif kind == "header" and self.exchange is None:
+            self._refuse(Rejected(408, "request_timeout", "request head not received in time"))
+        else:
+            self.close()
 
 
 def _as_rejection(exc: BaseException | None) -> Rejected:

@@ -126,6 +126,11 @@ class Metrics:
             "edge_router_panic_mode",
             "1 while every region looks down to the prober and its verdicts are ignored.", registry=r,
         )
+        self.breaker_panic = Counter(
+            "edge_router_panic",
+            "Requests sent to a breaker-open region because every candidate's breaker was open.",
+            registry=r,
+        )
         self.geo_errors = Counter(
             "edge_router_geoip_errors", "GeoIP lookups that failed on a damaged database.", registry=r,
         )
@@ -135,6 +140,10 @@ class Metrics:
         )
         self.retry_budget_exhausted = Counter(
             "edge_router_retry_budget_exhausted", "Retries refused because the retry budget was spent.", registry=r,
+        )
+        self.connections_refused = Counter(
+            "edge_router_connections_refused",
+            "Client connections refused at once because limits.max_connections were open.", registry=r,
         )
         self._strategy = ""
         self.regions = regions

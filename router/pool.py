@@ -57,7 +57,7 @@ class UpstreamPool:
     __slots__ = (
         "region", "endpoint", "_loop", "_resolver", "_ssl", "_size", "_wait",
         "_connect_timeout", "_read_timeout", "_idle_timeout", "_idle", "_waiters",
-        "_open", "_sweeper", "_closed", "connects",
+        "_open", "_sweeper", "_closed", "connects", "_max_head",
     )
 
     def __init__(
@@ -72,6 +72,7 @@ class UpstreamPool:
         connect_timeout: float,
         read_timeout: float,
         idle_timeout: float,
+        max_head_bytes: int = 65536,
     ) -> None:
         self.region = region
         self.endpoint = endpoint
@@ -83,6 +84,7 @@ class UpstreamPool:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._idle_timeout = idle_timeout
+        self._max_head = max_head_bytes
         self._idle: collections.deque[UpstreamConnection] = collections.deque()
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._open = 0  # connections open or being opened
@@ -106,9 +108,7 @@ class UpstreamPool:
         now = self._loop.time()
         while idle:
             conn = idle.pop()  # LIFO: the warmest connection, the coldest time out
-            if conn.closed or conn.transport.is_closing():
-                continue
-            if now - conn.idle_since > self._idle_limit(conn):
+            if not conn.idle_clean() or now - conn.idle_since > self._idle_limit(conn):
                 conn.close()
                 continue
             return conn
@@ -119,13 +119,24 @@ class UpstreamPool:
         return self._idle_timeout if limit is None else min(limit, self._idle_timeout)
 
     async def acquire(self) -> UpstreamConnection:
-        if self._closed:
-            raise NotSent("closed", "router is shutting down")
-        conn = self.take_idle()
-        if conn is not None:
-            return conn
-        if self._open < self._size:
-            return await self._connect()
+        while True:
+            if self._closed:
+                raise NotSent("closed", "router is shutting down")
+            conn = self.take_idle()
+            if conn is not None:
+                return conn
+            if self._open < self._size:
+                return await self._connect()
+            got = await self._wait_turn()
+            if got is None:  # a slot came free: open a connection in it
+                return await self._connect()
+            if got.idle_clean():
+                return got
+            # Handed over, but bytes came (or it closed) since: never use it.
+            got.close()
+
+    async def _wait_turn(self) -> UpstreamConnection | None:
+        """A released connection, or None for a freed slot; NotSent after `wait`."""
         waiter = self._loop.create_future()
         self._waiters.append(waiter)
         try:
@@ -150,8 +161,6 @@ class UpstreamPool:
                 self._waiters.remove(waiter)
             except ValueError:
                 pass
-        if got is None:  # a slot came free: open a connection in it
-            return await self._connect()
         return got
 
     async def _connect(self) -> UpstreamConnection:
@@ -177,7 +186,7 @@ class UpstreamPool:
         for family, addr in addrs:
             try:
                 _, conn = await self._loop.create_connection(
-                    lambda: UpstreamConnection(self._loop, self.region, self._read_timeout),
+                    lambda: UpstreamConnection(self._loop, self.region, self._read_timeout, self._max_head),
                     addr,
                     ep.port,
                     family=family,

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import logging
 import random
+import resource
 from typing import TYPE_CHECKING, Callable
 
 from .client_ip import TrustedProxies, client_address
@@ -16,6 +18,24 @@ from .retry import RetryBudget
 if TYPE_CHECKING:
     from .listener import ClientConnection, Request
     from .state import RegionStore
+
+log = logging.getLogger("edge_router.proxy")
+
+# Descriptors kept for everything that is not a client: the admin API and its
+# scrapes, probes, DNS, logs, the listening sockets.
+FD_RESERVE = 64
+
+
+def default_max_connections(config, nofile: int | None = None) -> int:
+    """Client connections the descriptor limit allows once every region pool
+    (and a probe per region) has its descriptors: at the limit the prober and
+    the pools must still be able to connect."""
+    if nofile is None:
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if nofile == resource.RLIM_INFINITY:
+            nofile = 1 << 20
+    regions = len(config.regions)
+    return max(16, nofile - regions * (config.limits.pool_size + 2) - FD_RESERVE)
 
 
 class Proxy:
@@ -40,6 +60,13 @@ class Proxy:
         self.max_in_flight = config.breaker.max_in_flight
         self.scheme = b"https" if config.listen.tls_cert else b"http"
         self.connections: set["ClientConnection"] = set()
+        fd_room = default_max_connections(config)
+        self.max_connections = config.limits.max_connections or fd_room
+        if self.max_connections > fd_room:
+            log.warning(
+                "limits.max_connections = %d leaves too few file descriptors for region pools and probes "
+                "(RLIMIT_NOFILE allows about %d client connections)", self.max_connections, fd_room,
+            )
         self.active = 0
         self.shutting_down = False
         self.random = random.random
@@ -82,6 +109,9 @@ class Proxy:
                 w.set_result(True)  # the slot passes on: active_retries unchanged
                 return
         self.budget.retry_finished()
+
+    def refuse_connection(self) -> None:
+        self.metrics.connections_refused.inc()
 
     def count_rejection(self, status: int) -> None:
         self.metrics.count_request("none", status, self.store.strategy)

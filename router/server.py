@@ -5,6 +5,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import ssl
 
 from aiohttp import web
@@ -51,6 +52,8 @@ class Router:
         self.store = RegionStore(config, MemoryDecisionStore(config.strategy), self.metrics, self.clock)
         self.prober = Prober(config, self.store)
         self._server: asyncio.AbstractServer | None = None
+        # --workers: the listening socket this worker inherits from the supervisor
+        self.listen_sock: socket.socket | None = None
         self._admin_runner: web.AppRunner | None = None
         self._ticker: asyncio.Task | None = None
         self.proxy: Proxy | None = None
@@ -75,6 +78,7 @@ class Router:
             rt.pool = UpstreamPool(
                 rt.id, ep, resolver=resolver, ssl_context=ctx, size=lim.pool_size, wait=lim.pool_wait,
                 connect_timeout=lim.connect_timeout, read_timeout=lim.read_timeout, idle_timeout=lim.pool_idle,
+                max_head_bytes=lim.max_response_header_bytes,
             )
         self.access_log = access = AccessLog() if cfg.log.access_log else None
         self.proxy = proxy = Proxy(
@@ -86,12 +90,17 @@ class Router:
             server_ssl.load_cert_chain(cfg.listen.tls_cert, cfg.listen.tls_key)
             server_ssl.set_alpn_protocols(["http/1.1"])
         tls = server_ssl is not None
-        self._server = await loop.create_server(
-            lambda: ClientConnection(proxy, tls),
-            cfg.listen.address.host, cfg.listen.address.port,
-            ssl=server_ssl, backlog=4096, reuse_address=True,
-            reuse_port=self.worker,
-        )
+        if self.listen_sock is not None:
+            self._server = await loop.create_server(
+                lambda: ClientConnection(proxy, tls), sock=self.listen_sock, ssl=server_ssl, backlog=4096,
+            )
+        else:
+            self._server = await loop.create_server(
+                lambda: ClientConnection(proxy, tls),
+                cfg.listen.address.host, cfg.listen.address.port,
+                ssl=server_ssl, backlog=4096, reuse_address=True,
+                reuse_port=self.worker,
+            )
         self.listen_port = self._server.sockets[0].getsockname()[1]
         token = self.admin_token
         api = AdminAPI(

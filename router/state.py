@@ -74,6 +74,29 @@ def skip_reason(rt: RegionRuntime, draw: float, now: float, max_in_flight: int, 
     return ""
 
 
+# Skips that say "not a candidate at all" (an operator's or the prober's
+# verdict), as opposed to "a candidate, but its breaker is open".
+_NOT_CANDIDATES = frozenset(("disabled", "draining", "unhealthy"))
+
+
+def panic_pick(skipped: list[tuple[str, str]] | None, attempts: int) -> str | None:
+    """Breaker panic (Envoy's panic threshold): when every candidate of a request
+    was passed over because its breaker is open, the first of them is used
+    anyway; better a region that may be failing than a certain 503. None when
+    any region was tried, or any candidate was passed over for another reason
+    (overload, a failed connection). The order was already narrowed to the
+    request's residency, so residency still holds."""
+    if attempts or not skipped:
+        return None
+    first = None
+    for rid, reason in skipped:
+        if reason == "breaker_open":
+            first = first or rid
+        elif reason not in _NOT_CANDIDATES:
+            return None
+    return first
+
+
 def make_policy(name: str, config: Config) -> Policy:
     """A strategy from the registry, with its tuning from the config."""
     if name == "least-latency":
@@ -99,10 +122,12 @@ class RegionStore:
         self.clock = clock
         self._wall = wall
         self.regions: dict[str, RegionRuntime] = {}
+        self._cap_hit = False  # the ejection cap kept a breaker closed (logged once)
+        self._panicked: set[str] = set()  # regions in a breaker-panic episode (logged once)
         for rc in config.regions:
             rt = RegionRuntime(
                 rc,
-                CircuitBreaker(config.breaker),
+                CircuitBreaker(config.breaker, may_open=self.may_eject),
                 HealthState(config.probe.fall, config.probe.rise),
                 metrics.region_bound(rc.id),
             )
@@ -181,6 +206,8 @@ class RegionStore:
                     role=rt.config.role,
                 )
             )
+        if self._panicked:  # an episode ends when its region's breaker closes
+            self._panicked = {rid for rid in self._panicked if self.regions[rid].breaker.ejected}
         self.publish_gauges()
         self.version += 1
         snap = RegionSnapshot(
@@ -219,6 +246,29 @@ class RegionStore:
             level = logging.WARNING if new_state == OPEN else logging.INFO
             log.log(level, "breaker %s: %s", rt.id, new_state)
             self.publish()
+
+    def may_eject(self) -> bool:
+        """Envoy's max_ejection_percent: breakers never hold more than that share
+        of the regions open or half-open (at least one region, unless 0 %)."""
+        pct = self.config.breaker.max_ejected_percent
+        cap = max(1, len(self.regions) * pct // 100) if pct else 0
+        ejected = sum(1 for rt in self.regions.values() if rt.breaker.ejected)
+        allowed = ejected < cap
+        if not allowed and not self._cap_hit:
+            log.warning("ejection cap: %d of %d regions already held out by breakers "
+                        "(breaker.max_ejected_percent = %d); keeping the next one in",
+                        ejected, len(self.regions), pct)
+        self._cap_hit = not allowed
+        return allowed
+
+    def breaker_panic(self, rid: str) -> RegionRuntime:
+        """A request goes to a breaker-open region (see panic_pick): counted,
+        and logged once per episode."""
+        self.metrics.breaker_panic.inc()
+        if rid not in self._panicked:
+            self._panicked.add(rid)
+            log.error("breaker panic: every candidate's breaker is open; sending to %s anyway", rid)
+        return self.regions[rid]
 
     def record_probe(self, rt: RegionRuntime, ok: bool, latency: float | None) -> None:
         if latency is not None and ok:

@@ -2,12 +2,20 @@
 
 The proxy writes the request head and body through it; the response head,
 then (once the proxy chose to relay it) the body, completion or failure are
-reported to the exchange's sink straight from the parser callbacks, with
-flow control both ways. No task, no future: the request path is callbacks.
+reported to the exchange's sink after each read from the region, with flow
+control both ways. No task, no future: the request path is callbacks.
+
+Reuse only what is provably clean (HAProxy's http-reuse safe, httpcore's
+connection states): a connection goes back to the pool only when its answer
+was complete by its framing, no byte followed it (in the same read, or while
+idle: checked again at checkout), the request was written to the socket in
+full, and the answer's head stayed within `max_head` bytes. Anything else is
+closed: a client must never receive bytes meant for another request.
 """
 from __future__ import annotations
 
 import asyncio
+import select
 from typing import Protocol
 
 import httptools
@@ -28,7 +36,12 @@ _SPECIAL = {
 _CONNECTION_OPTIONS = frozenset((b"keep-alive", b"close"))
 
 
+class _Stop(Exception):
+    """Raised in a parser callback to stop parsing; the reason is in `_abort`."""
+
+
 class ResponseSink(Protocol):
+    def upstream_interim(self, status: int, headers: list[bytes]) -> None: ...
     def upstream_head(self, head: "ResponseHead") -> None: ...
     def upstream_body(self, data: bytes) -> None: ...
     def upstream_flush(self) -> None: ...
@@ -57,9 +70,12 @@ class UpstreamConnection(asyncio.Protocol):
         "_sink", "_relaying", "_discarding", "_early", "_complete", "_failed", "_is_head", "_busy",
         "_read_timeout", "_last_io", "_timer",
         "idle_since", "idle_limit", "requests", "_reading_paused",
+        "max_head", "_head_bytes", "_head_ready", "_complete_ready", "_dirty", "_abort", "_poll",
+        "upgrade_requested",
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, region: str, read_timeout: float):
+    def __init__(self, loop: asyncio.AbstractEventLoop, region: str, read_timeout: float,
+                 max_head: int = 65536):
         self.loop = loop
         self.region = region
         self.pool = None  # set by the pool that owns it
@@ -75,6 +91,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._last_io = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._reading_paused = False
+        self.max_head = max_head  # bytes of response head (interim answers included)
+        # Something other than the answer came on this connection: never reuse it.
+        self._dirty = False
+        self._poll: select.poll | None = None  # readability check at checkout
+        self.upgrade_requested = False  # only a tunnelled upgrade may see 101
         self._reset_exchange()
 
     def _reset_exchange(self) -> None:
@@ -91,24 +112,70 @@ class UpstreamConnection(asyncio.Protocol):
         self._failed: BaseException | None = None
         self._is_head = False
         self._busy = False
+        self._head_bytes = 0
+        self._head_ready = False  # parsed in this read, told to the sink after it
+        self._complete_ready = False  # likewise
+        self._abort: BaseException | None = None  # why a callback stopped the parser
 
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         transport.set_write_buffer_limits(high=256 * 1024)  # type: ignore[attr-defined]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self._poll = select.poll()
+            self._poll.register(sock.fileno(), select.POLLIN)
 
     def data_received(self, data: bytes) -> None:
         self._last_io = self.loop.time()
         if not self._busy:
-            # Bytes from an idle connection are a protocol error: never reuse it.
+            # Bytes on an idle connection (a late answer, a body after HEAD): never reuse it.
             self.close()
             return
+        if self._head is None:
+            # The head is counted on raw bytes before the parser holds any of them.
+            room = self.max_head - self._head_bytes
+            self._head_bytes += len(data)
+            if len(data) > room:
+                error = self._parse(data[:room])
+                if error is None and self._head is None:
+                    error = Sent("head-too-large", f"response head over {self.max_head} bytes")
+                if error is None:
+                    error = self._parse(data[room:])
+            else:
+                error = self._parse(data)
+        else:
+            error = self._parse(data)
+        self._after_read(error)
+
+    def _parse(self, data: bytes) -> BaseException | None:
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(Sent("bad-response", f"invalid HTTP from region: {exc}"))
-            self.close()
-            return
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            return self._abort or Sent("bad-response", f"invalid HTTP from region: {exc}")
+        return None
+
+    def _after_read(self, error: BaseException | None) -> None:
+        """Tell the sink what this read brought: the head (so that a broken
+        answer in the same read is still a clean 502), the end, a failure."""
+        if error is not None:
+            if not self._complete:
+                self._head_ready = False  # nothing of it reached the client: fail clean
+                self._fail(error)
+                self.close()
+                return
+            self._dirty = True  # garbage after a complete answer
+        sink = self._sink
+        if self._head_ready:
+            self._head_ready = False
+            if sink is not None:
+                sink.upstream_head(self._head)  # relay() or discard() take the completion
+        elif self._complete_ready:
+            self._complete_ready = False
+            if self._discarding:
+                self.finish()
+            elif self._relaying:
+                sink.upstream_complete()
         sink = self._sink
         if sink is not None:
             sink.upstream_flush()
@@ -124,6 +191,7 @@ class UpstreamConnection(asyncio.Protocol):
             if head is not None and head.length is None and not head.chunked and not head.no_body:
                 # Close-delimited body: the end of the connection is the end of it.
                 self.on_message_complete()
+                self._after_read(None)
             else:
                 self._fail(Sent("reset", "region closed the connection"))
         if self.pool is not None:
@@ -138,7 +206,20 @@ class UpstreamConnection(asyncio.Protocol):
             self._sink.upstream_resume_writing()
 
     # -- parser callbacks ---------------------------------------------------
+    # Once the answer is complete, anything the parser still finds in the same
+    # read (a second answer, a body after HEAD, leftover bytes) makes the
+    # connection dirty and reaches nobody.
+    def on_message_begin(self) -> None:
+        if self._complete:
+            self._dirty = True
+
+    def on_chunk_header(self) -> None:
+        if self._complete:
+            self._dirty = True
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._complete:
+            return
         kind = _SPECIAL.get(name.lower())
         if kind is None:
             self._headers.append(b"%s: %s\r\n" % (name, value))
@@ -161,9 +242,18 @@ class UpstreamConnection(asyncio.Protocol):
                 self.idle_limit = max(0.0, int(number.strip()) - 1.0)
 
     def on_headers_complete(self) -> None:
+        if self._complete:
+            self._dirty = True
+            return
         status = self.parser.get_status_code()
+        if status == 101 and not self.upgrade_requested:
+            self._abort = Sent("bad-response", "region switched protocols (101) unasked")
+            raise _Stop
         if status < 200:
-            # Interim response (100 Continue we did not ask for, 103): dropped.
+            # Interim response: 103, 102 go to the sink (it forwards them to
+            # HTTP/1.1 clients); 100 Continue we did not ask for is dropped.
+            if self._sink is not None:  # hostile-client: interim answers
+                self._sink.upstream_interim(status, self._headers)
             self._headers = []
             self._conn_tokens = set()
             self._length = None
@@ -183,29 +273,27 @@ class UpstreamConnection(asyncio.Protocol):
             no_body,
         )
         self._head = head
+        self._head_ready = True
         if self._is_head:
             # llhttp cannot be told the request was HEAD; the body it would
-            # wait for never comes. The exchange ends here; a fresh parser
-            # reads the next response.
+            # wait for never comes. The exchange ends here (whatever this
+            # parser still finds is dirt); a fresh parser reads the next response.
             self.parser = httptools.HttpResponseParser(self)
             self.on_message_complete()
-        if self._sink is not None:
-            self._sink.upstream_head(head)
 
     def on_body(self, data: bytes) -> None:
-        if self._relaying:
+        if self._complete:
+            self._dirty = True
+        elif self._relaying:
             self._sink.upstream_body(data)
         elif not self._discarding:
             self._early.append(data)
 
     def on_message_complete(self) -> None:
-        if self._head is None:
-            return  # end of an interim response
+        if self._head is None or self._complete:
+            return  # end of an interim response, or the HEAD parser's idea of the end
         self._complete = True  # the read timer stays armed: it ignores idle connections
-        if self._discarding:
-            self.finish()
-        elif self._relaying:
-            self._sink.upstream_complete()
+        self._complete_ready = True
 
     # -- used by the proxy --------------------------------------------------
     def begin(self, is_head: bool, sink: ResponseSink) -> None:
@@ -222,6 +310,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._arm_timer()
 
     def write(self, data: bytes) -> None:
+        # hostile-client: while the body still goes out, no answer is awaited
+        # yet: the read timeout counts from the last byte sent as well.
+        self._last_io = self.loop.time()
         self.transport.write(data)
 
     def relay(self) -> tuple[list[bytes], bool, BaseException | None]:
@@ -229,6 +320,7 @@ class UpstreamConnection(asyncio.Protocol):
         was already read (chunks, complete?, failure) so that the caller can
         send it with the response head in one write."""
         self._relaying = True
+        self._complete_ready = False
         early, self._early = self._early, []
         return early, self._complete, self._failed
 
@@ -245,14 +337,25 @@ class UpstreamConnection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
+        """The exchange ended cleanly: answer complete by its framing, nothing
+        after it, and every request byte handed to the kernel."""
         head = self._head
         return (
             self._complete
+            and not self._dirty
             and not self.closed
             and head is not None
             and head.keep_alive
             and self._failed is None
+            and self.transport.get_write_buffer_size() == 0
         )
+
+    def idle_clean(self) -> bool:
+        """At checkout: still open, and no byte came while it sat in the pool
+        (one poll(2), no read: data_received may not have run yet)."""
+        if self.closed or self._dirty or self.transport.is_closing():
+            return False
+        return self._poll is None or not self._poll.poll(0)
 
     def discard(self) -> None:
         """An answer nobody will read (a 5xx we retry elsewhere): read what is
@@ -261,6 +364,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._relaying = False
         self._early = []
         if self._complete:
+            self._complete_ready = False
             self.finish()
         else:
             self._discarding = True
@@ -268,6 +372,7 @@ class UpstreamConnection(asyncio.Protocol):
     def finish(self) -> None:
         """The exchange is over: back to the pool if reusable, else closed."""
         self._discarding = False
+        self._complete_ready = False
         self._busy = False
         self._sink = None
         self._relaying = False

@@ -109,7 +109,7 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int:
 def start_sim(latencies: dict[str, float] | None = None, tls: tuple[str, str] | None = None,
               client_ca: str | None = None) -> SimProcess:
     latencies = latencies or {r: 0.0 for r in REGIONS}
-    args = [sys.executable, "-m", "bench.regions", "--control", "0"]
+    args = [sys.executable, "-m", "router.simulator", "--control", "0"]
     for rid, lat in latencies.items():
         args += ["--region", f"{rid}:0:{int(lat * 1000)}ms"]
     if tls:

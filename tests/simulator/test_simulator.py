@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 import trustme
 
-from bench.regions import (
+from router.simulator import (
     CHUNK,
     RegionSpec,
     Simulator,
@@ -377,7 +377,7 @@ def test_cli_ready_line_and_sigterm(tmp_path):
 
     async def main():
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.regions",
+            sys.executable, "-m", "router.simulator",
             "--region", "us-east-1:0:10ms", "--region", "ap-southeast-1:0:20ms",
             "--control", "0", "--ready-file", str(ready_file),
             cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -407,3 +407,94 @@ def test_cli_ready_line_and_sigterm(tmp_path):
                 await proc.wait()
 
     run(main(), timeout=40)
+
+
+def test_websocket_echoes_text_and_binary():
+    async def main():
+        async with simulator() as (sim, s):
+            async with s.ws_connect(url(sim, "eu-west-1", "/api/v1/ws")) as ws:
+                await ws.send_str("hello ü")
+                msg = await ws.receive(timeout=10)
+                assert (msg.type, msg.data) == (aiohttp.WSMsgType.TEXT, "hello ü")
+                blob = _pattern(300_000)
+                await ws.send_bytes(blob)
+                msg = await ws.receive(timeout=10)
+                assert msg.type == aiohttp.WSMsgType.BINARY and msg.data == blob
+            assert ws.closed and ws.close_code == 1000
+            async with s.ws_connect(url(sim, "us-east-1", "/api/v1/ws?greet=1")) as ws:
+                assert json.loads((await ws.receive(timeout=10)).data) == {"region": "us-east-1"}
+                await ws.send_bytes(b"\x00\x01")
+                assert (await ws.receive(timeout=10)).data == b"\x00\x01"
+            assert sim.stats("us-east-1")["by_path"]["/api/v1/ws"] == 1
+            # A plain GET is not an upgrade: aiohttp answers 400.
+            async with s.get(url(sim, "eu-west-1", "/api/v1/ws")) as r:
+                assert r.status == 400
+                assert r.headers["X-Sim-Region"] == "eu-west-1"
+
+    run(main())
+
+
+def test_websocket_101_names_region_and_big_frame():
+    async def main():
+        async with simulator() as (sim, s):
+            # The handshake by hand: the 101 itself names the region.
+            reader, writer = await asyncio.open_connection("127.0.0.1", sim.ports["us-east-1"])
+            writer.write(b"GET /api/v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode()
+            writer.close()
+            assert head.startswith("HTTP/1.1 101")
+            assert "X-Sim-Region: us-east-1" in head
+            assert "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head  # RFC 6455 1.3
+            async with s.ws_connect(url(sim, "us-east-1", "/api/v1/ws"), max_msg_size=0) as ws:
+                blob = _pattern(6 * 1024 * 1024)  # more than aiohttp's default 4 MiB message limit
+                await ws.send_bytes(blob)
+                msg = await ws.receive(timeout=20)
+                assert msg.type == aiohttp.WSMsgType.BINARY and msg.data == blob
+
+    run(main())
+
+
+def test_server_sent_events_arrive_one_by_one():
+    async def main():
+        async with simulator() as (sim, s):
+            async with s.get(url(sim, "eu-west-1", "/api/v1/events?count=4&interval=300ms")) as r:
+                assert r.status == 200
+                assert r.headers["Content-Type"] == "text/event-stream"
+                assert r.headers["X-Sim-Region"] == "eu-west-1"
+                events, arrived, buf = [], [], b""
+                while True:
+                    chunk = await asyncio.wait_for(r.content.readany(), 10)
+                    if not chunk:
+                        break
+                    buf += chunk
+                    while b"\n\n" in buf:
+                        raw, buf = buf.split(b"\n\n", 1)
+                        arrived.append(time.monotonic())
+                        fields = dict(line.split(": ", 1) for line in raw.decode().splitlines())
+                        events.append(fields)
+            assert [e["id"] for e in events] == ["1", "2", "3", "4"]
+            assert all(e["event"] == "tick" for e in events)
+            data = [json.loads(e["data"]) for e in events]
+            assert [d["region"] for d in data] == ["eu-west-1"] * 4
+            assert [(d["seq"], d["of"]) for d in data] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+            # Each event left when it was made: a buffered answer would arrive all at once.
+            gaps = [b - a for a, b in zip(arrived, arrived[1:])]
+            assert min(gaps) >= 0.2, gaps
+
+    run(main())
+
+
+@pytest.mark.parametrize("query, field", [
+    ("count=-1", "count"), ("count=x", "count"), ("count=100001", "count"),
+    ("interval=fast", "interval"), ("interval=2h", "interval"),
+])
+def test_server_sent_events_bad_query(query, field):
+    async def main():
+        async with simulator() as (sim, s):
+            async with s.get(url(sim, "us-east-1", f"/api/v1/events?{query}")) as r:
+                assert r.status == 400
+                assert (await r.json())["error"].startswith(field)
+
+    run(main())
