@@ -178,6 +178,7 @@ class Exchange:
     def send(self, conn: "UpstreamConnection") -> None:
         """Forward: the request head in one write, then the body as it comes."""
         rt = self.rt
+        assert rt is not None
         req = self.req
         self.conn = conn
         ep = rt.pool.endpoint
@@ -194,6 +195,7 @@ class Exchange:
         try:
             proxy = self.proxy
             rt = self.rt
+            assert rt is not None
             self.upstream_time = proxy.clock.now() - self.t_sent
             rt.metrics.upstream_latency.observe(self.upstream_time)
             proxy.store.record_latency(rt, self.upstream_time)
@@ -243,6 +245,7 @@ class Exchange:
             return
         if not self.head_sent:
             rt = self.rt
+            assert rt is not None
             if isinstance(exc, Sent) and exc.timed_out:
                 self.drop_region((504, "upstream_timeout", f"{rt.id}: {exc.detail}"))
             else:
@@ -268,6 +271,7 @@ class Exchange:
     def drop_region(self, error: tuple[int, str, str]) -> None:
         """A sent attempt failed before any answer went to the client."""
         rt = self.rt
+        assert rt is not None
         proxy = self.proxy
         self.req.body.detach()
         if self.conn is not None:
@@ -308,6 +312,7 @@ class Exchange:
         self.upstream_flush()
         proxy = self.proxy
         rt = self.rt
+        assert rt is not None
         req = self.req
         conn = self.conn
         self.conn = None
