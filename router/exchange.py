@@ -13,8 +13,6 @@ import os
 import random
 from typing import TYPE_CHECKING
 
-from policies.model import RequestFacts
-
 from .errors import NotSent, Rejected, Sent
 from .http1 import LAST_CHUNK, encode_chunk, error_response, status_line
 from .retry import RETRY, RETRY_STATUSES, retry_decision
@@ -96,10 +94,10 @@ class Exchange:
             proxy = self.proxy
             store = proxy.store
             req = self.req
-            self.client_ip = ip = proxy.client_of(self.client.peer, req.xff)
-            country = self.country = proxy.geo.lookup(ip) if proxy.geo is not None else None
+            self.client_ip, country, facts = proxy.identify(self.client.peer, req.xff, req.method, proxy.geo)
+            self.country = country
             allowed = self.allowed = store.residency.get(country) if country else None
-            order = store.ranker.rank(RequestFacts(country, ip, req.method, ""))
+            order = store.ranker.rank(facts)
             if allowed is not None:  # residency narrows the candidates under every strategy
                 order = tuple(r for r in order if r in allowed) + tuple(
                     r for r in store.regions if r in allowed and r not in order

@@ -5,6 +5,7 @@ Pure bytes in, bytes out; no sockets here. The parser itself is llhttp
 """
 from __future__ import annotations
 
+import functools
 import re
 from http import HTTPStatus
 
@@ -59,6 +60,7 @@ def connection_tokens(value: bytes) -> set[bytes]:
 _HOST_RE = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::([0-9]{1,5}))?")
 
 
+@functools.lru_cache(maxsize=1024)  # clients repeat their Host on every request
 def valid_host(value: bytes) -> bool:
     """A Host header value (or an absolute-form authority) the router accepts."""
     m = _HOST_RE.fullmatch(value)

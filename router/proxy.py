@@ -11,6 +11,8 @@ import random
 import resource
 from typing import TYPE_CHECKING, Callable
 
+from policies.model import RequestFacts
+
 from .client_ip import TrustedProxies, client_address
 from .exchange import Exchange
 from .retry import RetryBudget
@@ -56,6 +58,10 @@ class Proxy:
         self.client_of = functools.lru_cache(maxsize=65536)(
             functools.partial(client_address, trusted=self.trusted)
         )
+        # Who, where, and what a strategy ranks by: one cached lookup per request
+        # instead of three steps (the GeoIP reader is part of the key: a new
+        # reader is never answered from the old one's results).
+        self.identify = functools.lru_cache(maxsize=16384)(self._identify)
         self.budget = RetryBudget.from_limits(config.limits)
         self.max_in_flight = config.breaker.max_in_flight
         self.scheme = b"https" if config.listen.tls_cert else b"http"
@@ -71,6 +77,12 @@ class Proxy:
         self.shutting_down = False
         self.random = random.random
         self._retry_waiters: collections.deque[asyncio.Future] = collections.deque()
+
+    def _identify(self, peer: str, xff: bytes | None, method: str,
+                  geo: object) -> tuple[str, str | None, RequestFacts]:
+        ip = self.client_of(peer, xff)
+        country = self.geo.lookup(ip) if self.geo is not None else None
+        return ip, country, RequestFacts(country, ip, method, "")
 
     def try_retry_now(self) -> bool:
         """A retry slot at once, if nobody queues before us."""
