@@ -15,6 +15,9 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from policies import NAMES as STRATEGIES
+from policies import REGISTRY
+from policies.base import settings_table
+from policies.least_latency import LeastLatencySettings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -47,6 +50,7 @@ class GeoConfig:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     # region id -> ISO 3166-1 alpha-2 codes (upper case), as written in [geo.countries]
     countries: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    country_header: bool = False  # answer with X-Edge-Country: the client's ISO code
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +60,22 @@ class ProbeConfig:
     fall: int = 3
     rise: int = 2
     latency_interval: float = 60.0
-    # HAProxy fastinter / downinter: cadence while a region changes state / is down
-    fast_interval: float = 2.0
-    down_interval: float = 5.0
+    # HAProxy fastinter / downinter: cadence while a region changes state / is down.
+    # None = `interval` (as in HAProxy); never longer than `interval`.
+    fast_interval: float | None = None
+    down_interval: float | None = None
     jitter: float = 0.1  # +-10 % of each interval
     path_check_body: bool = False
+    # Flap damping: more than flap_limit verdict changes within flap_window hold
+    # the region down for flap_hold after its next recovery.
+    flap_limit: int = 4
+    flap_window: float = 300.0
+    flap_hold: float = 120.0
+
+    def __post_init__(self) -> None:
+        for name in ("fast_interval", "down_interval"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, self.interval if value is None else min(value, self.interval))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,18 +120,34 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class LeastLatencyConfig:
-    """[least_latency]: hysteresis, so that near-equal regions never flap."""
+class DegradeConfig:
+    """[degrade]: performance-based failover over live requests (seed: error
+    rate > 5 %, latency > 2 s). A degraded region is ranked after the others."""
 
-    dwell: float = 10.0  # a challenger must win this long ...
-    relative_margin: float = 0.2  # ... by this share of the leader's latency ...
-    absolute_margin: float = 0.005  # ... and by at least this much (seconds)
+    error_rate: float = 0.05  # share of failed requests ...
+    latency: float = 2.0  # ... or p95 upstream latency (seconds) above this ...
+    window: float = 60.0  # ... over this rolling window ...
+    min_requests: int = 20  # ... with at least this many requests in it
 
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
     access_log: bool = False  # JSON line per request on stdout
+    format: str = "text"  # process log on stderr: "text" lines or "json" objects
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """[state]: where operator decisions live (memory | file | redis)."""
+
+    backend: str = "memory"  # memory | file | redis
+    path: str | None = None  # file backend: the JSON file (written atomically)
+    url: str | None = None  # redis backend: redis://host:port/db or rediss://...
+    key_prefix: str = "edge-router:"
+    tls_ca: str | None = None  # rediss: CA bundle to verify the server
+    tls_cert: str | None = None  # rediss: client certificate
+    tls_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +171,32 @@ class ResidencyRule:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitRule:
+    """One [[rate_limit.rules]] table: a token bucket per value of `key`."""
+
+    name: str
+    key: str  # client_ip | country | header:NAME
+    rate: float  # tokens per second
+    burst: int  # bucket size
+    rate_text: str = ""  # as written ("100/s"), for humans
+    action: str = "reject"  # reject | log_only
+    path_prefix: str | None = None
+    methods: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """[rate_limit]: per-client limits, local to the process or global through Redis."""
+
+    backend: str = "local"  # local | redis (the Redis of [state])
+    rules: tuple[RateLimitRule, ...] = ()
+    headers: bool = True  # RateLimit-Policy / RateLimit on allowed answers too
+    max_keys: int = 100_000  # per rule: the key table's size limit (LRU)
+    sync_interval: float = 0.2  # redis: how often counters are exchanged
+    replicas: int = 1  # redis down before any contact: divide the rate by this
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     default_region: str
     strategy: str
@@ -150,10 +207,16 @@ class Config:
     probe: ProbeConfig = ProbeConfig()
     breaker: BreakerConfig = BreakerConfig()
     limits: LimitsConfig = LimitsConfig()
-    least_latency: LeastLatencyConfig = LeastLatencyConfig()
     log: LogConfig = LogConfig()
+    state: StateConfig = StateConfig()
+    degrade: DegradeConfig = DegradeConfig()
+    slow_start: float = 30.0  # a region coming back ramps 10 % -> 100 % over this; 0 = off
     residency: tuple[ResidencyRule, ...] = ()
     workers: int = 1
+    # strategy name -> its Settings, from the table named after it ([least_latency])
+    strategies: Mapping[str, Any] = field(default_factory=dict)
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    notify: tuple["NotifyConfig", ...] = ()
 
     @property
     def country_home(self) -> Mapping[str, str]:
@@ -161,6 +224,18 @@ class Config:
         return MappingProxyType(
             {c: rid for rid, codes in self.geo.countries.items() for c in codes}
         )
+
+    def strategy_settings(self, name: str) -> Any:
+        """The settings of a strategy (its defaults when the file has none; None
+        for a strategy without settings)."""
+        got = self.strategies.get(name)
+        if got is None and REGISTRY[name].Settings is not None:
+            got = REGISTRY[name].Settings()
+        return got
+
+    @property
+    def least_latency(self) -> LeastLatencySettings:
+        return self.strategy_settings("least-latency")
 
     def region(self, region_id: str) -> RegionConfig | None:
         for r in self.regions:
@@ -376,12 +451,14 @@ def _network(value: Any) -> IPNetwork:
 
 _LISTEN = {"address": _address, "tls_cert": _string, "tls_key": _string}
 _ADMIN = {"address": _address, "token_env": _string}
-_GEO = {"database": str, "trusted_proxies": _string_list, "countries": dict}  # checked below
+_GEO = {"database": str, "trusted_proxies": _string_list, "countries": dict,  # checked below
+        "country_header": _boolean}
 _PROBE = {
     "interval": _duration(), "timeout": _duration(), "fall": _integer(1), "rise": _integer(1),
     "latency_interval": _duration(), "fast_interval": _duration(),
     "down_interval": _duration(), "jitter": _number(high=0.5, allow_low=True),
-    "path_check_body": _boolean,
+    "path_check_body": _boolean, "flap_limit": _integer(0), "flap_window": _duration(),
+    "flap_hold": _duration(allow_zero=True),
 }
 _BREAKER = {
     "consecutive_failures": _integer(1), "open_for": _duration(), "max_open_for": _duration(),
@@ -399,10 +476,39 @@ _LIMITS = {
     "body_timeout": _duration(), "send_timeout": _duration(), "max_connections": _integer(1),
     "max_response_header_bytes": _integer(1024),
 }
-_LOG = {"level": _choice(LOG_LEVELS, "log level"), "access_log": _boolean}
-_LEAST_LATENCY = {
-    "dwell": _duration(allow_zero=True), "relative_margin": _number(allow_low=True),
-    "absolute_margin": _duration(allow_zero=True),
+LOG_FORMATS = ("text", "json")
+_LOG = {"level": _choice(LOG_LEVELS, "log level"), "access_log": _boolean,
+        "format": _choice(LOG_FORMATS, "log format")}
+_DEGRADE = {
+    "error_rate": _number(high=1.0), "latency": _duration(), "window": _duration(),
+    "min_requests": _integer(1),
+}
+
+
+def _settings_spec(settings: type) -> dict[str, Callable[[Any], Any]]:
+    """A strategy's Settings dataclass -> the checks for its config table."""
+    spec: dict[str, Callable[[Any], Any]] = {}
+    for f in dataclasses.fields(settings):
+        low = f.metadata.get("min", 0)
+        if f.metadata.get("unit") == "duration":
+            spec[f.name] = _duration(allow_zero=True)
+        elif f.type in (bool, "bool"):
+            spec[f.name] = _boolean
+        elif f.type in (int, "int"):
+            spec[f.name] = _integer(int(low))
+        else:
+            spec[f.name] = _number(low=low, allow_low=True)
+    return spec
+
+
+_STRATEGY_SETTINGS = {  # table -> (strategy name, Settings, checks)
+    settings_table(name): (name, cls.Settings, _settings_spec(cls.Settings))
+    for name, cls in REGISTRY.items() if cls.Settings is not None
+}
+STATE_BACKENDS = ("memory", "file", "redis")
+_STATE = {
+    "backend": _choice(STATE_BACKENDS, "state backend"), "path": _string, "url": _string,
+    "key_prefix": _string, "tls_ca": _string, "tls_cert": _string, "tls_key": _string,
 }
 _REGION = {
     "id": _region_id, "api": _url, "health": _url, "provider": _string,
@@ -410,11 +516,25 @@ _REGION = {
     "tls_ca": _string, "tls_cert": _string, "tls_key": _string,
 }
 _RESIDENCY = {"countries": _string_list, "regions": _string_list}
+_STATE = {
+    "backend": _choice(("memory", "file", "redis"), "state backend"), "path": _string, "url": _string,
+    "key_prefix": _string, "tls_ca": _string, "tls_cert": _string, "tls_key": _string,
+}
+_RATE_LIMIT = {
+    "backend": _choice(("local", "redis"), "rate_limit backend"), "rules": list, "headers": _boolean,
+    "max_keys": _integer(1), "sync_interval": _duration(), "replicas": _integer(1),
+}
+_RATE_LIMIT_RULE = {
+    "name": _string, "key": _string, "match": dict, "rate": _string, "burst": _integer(1),
+    "action": _choice(("reject", "log_only"), "action"),
+}
+_RATE_LIMIT_MATCH = {"path_prefix": _string, "methods": _string_list}
 _TOP = {
     "default_region": _string, "strategy": _choice(STRATEGIES, "strategy"),
     "workers": _integer(1), "listen": dict, "admin": dict, "geo": dict, "probe": dict,
     "breaker": dict, "limits": dict, "log": dict, "regions": list, "residency": list,
-    "least_latency": dict,
+    "degrade": dict, "slow_start": _duration(allow_zero=True), "state": dict, "rate_limit": dict, "notify": list,
+    **{table: dict for table in _STRATEGY_SETTINGS},
 }
 
 
@@ -495,12 +615,20 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     c.pair(listen, "listen", "tls_cert", "tls_key")
     admin = c.table(top.get("admin", {}), "admin", _ADMIN)
     probe = c.table(top.get("probe", {}), "probe", _PROBE)
+    interval = probe.get("interval", ProbeConfig().interval)
+    for key in ("fast_interval", "down_interval"):
+        if probe.get(key, 0.0) > interval:
+            c.add(f"probe.{key}", f"must not be longer than probe.interval ({format_duration(interval)})")
     breaker = c.table(top.get("breaker", {}), "breaker", _BREAKER)
     if breaker.get("max_open_for", float("inf")) < breaker.get("open_for", BreakerConfig().open_for):
         c.add("breaker.max_open_for", "must not be shorter than breaker.open_for")
     limits = c.table(top.get("limits", {}), "limits", _LIMITS)
     log = c.table(top.get("log", {}), "log", _LOG)
-    least_latency = c.table(top.get("least_latency", {}), "least_latency", _LEAST_LATENCY)
+    settings = {name: Settings(**c.table(top.get(table, {}), table, spec))
+                for table, (name, Settings, spec) in _STRATEGY_SETTINGS.items()}
+    degrade = c.table(top.get("degrade", {}), "degrade", _DEGRADE)
+    state = c.table(top.get("state", {}), "state", _STATE)
+    _check_state(c, state)
 
     raw_regions = top.get("regions", [])
     if isinstance(data, dict) and not data.get("regions"):
@@ -517,6 +645,10 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
 
     geo = _geo(c, top.get("geo", {}), known)
     residency = _residency(c, top.get("residency", []), known)
+    state = c.table(top.get("state", {}), "state", _STATE)
+    _check_state(c, state)
+    rate_limit = _rate_limit(c, top.get("rate_limit", {}), state)
+    notify = _notify(c, top.get("notify", []))
 
     if c.problems:
         raise ConfigError(c.problems, source)
@@ -530,11 +662,29 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         probe=ProbeConfig(**probe),
         breaker=BreakerConfig(**breaker),
         limits=LimitsConfig(**limits),
-        least_latency=LeastLatencyConfig(**least_latency),
+        strategies=MappingProxyType(settings),
         log=LogConfig(**log),
+        state=StateConfig(**state),
+        degrade=DegradeConfig(**degrade),
+        slow_start=top.get("slow_start", Config.__dataclass_fields__["slow_start"].default),
         residency=residency,
         workers=top.get("workers", 1),
+        rate_limit=rate_limit,
+        notify=notify,
     )
+
+
+def _check_state(c: _Checker, state: dict[str, Any]) -> None:
+    backend = state.get("backend", StateConfig().backend)
+    if backend == "file" and "path" not in state:
+        c.add("state.path", "required when state.backend is \"file\"")
+    if backend == "redis":
+        url = state.get("url")
+        if url is None:
+            c.add("state.url", "required when state.backend is \"redis\"")
+        elif not url.startswith(("redis://", "rediss://")):
+            c.add("state.url", f"bad URL {url!r} (need redis://host:port/db or rediss://...)")
+    c.pair(state, "state", "tls_cert", "tls_key")
 
 
 def _names(ids: set[str]) -> str:
@@ -612,7 +762,8 @@ def _geo(c: _Checker, raw: Any, known: set[str]) -> GeoConfig:
             mine.append(code)
         countries[rid] = tuple(mine)
     return GeoConfig(database=database, trusted_proxies=tuple(proxies),
-                     countries=MappingProxyType(countries))
+                     countries=MappingProxyType(countries),
+                     country_header=got.get("country_header", False))
 
 
 def _residency(c: _Checker, raw: list, known: set[str]) -> tuple[ResidencyRule, ...]:
@@ -634,6 +785,90 @@ def _residency(c: _Checker, raw: list, known: set[str]) -> tuple[ResidencyRule, 
             ruled.setdefault(code, i)
         rules.append(ResidencyRule(frozenset(countries), tuple(dict.fromkeys(regions))))
     return tuple(rules)
+
+
+def _check_state(c: _Checker, state: dict[str, Any]) -> None:
+    backend = state.get("backend", "memory")
+    if backend == "file" and "path" not in state:
+        c.add("state.path", "required when state.backend is 'file'")
+    url = state.get("url")
+    if backend == "redis" and url is None:
+        c.add("state.url", "required when state.backend is 'redis'")
+    if url is not None and not url.startswith(("redis://", "rediss://")):
+        c.add("state.url", f"bad URL {url!r} (use redis://host:port/db or rediss://...)")
+    c.pair(state, "state", "tls_cert", "tls_key")
+
+
+# Request headers the listener consumes itself: a rule cannot key on them.
+_UNKEYABLE_HEADERS = frozenset((
+    "host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "content-length",
+    "transfer-encoding", "connection", "expect", "upgrade", "keep-alive", "proxy-connection", "te", "trailer",
+))
+_RULE_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,63}")
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: a header name
+_RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(text: str) -> float:
+    """"100/s", "6000/m", "10000/h" -> tokens per second."""
+    count, sep, unit = text.partition("/") if isinstance(text, str) else ("", "", "")
+    if not sep or unit not in _RATE_UNITS or not count.isascii() or not count.isdigit() or int(count) == 0:
+        raise ValueError(f"bad rate {text!r} (use a whole count per unit: '100/s', '6000/m', '10000/h')")
+    return int(count) / _RATE_UNITS[unit]
+
+
+def _rate_limit(c: _Checker, raw: Any, state: dict[str, Any]) -> RateLimitConfig:
+    got = c.table(raw, "rate_limit", _RATE_LIMIT)
+    if got.get("backend") == "redis" and "url" not in state:
+        c.add("rate_limit.backend", "'redis' uses the Redis of [state]: set state.url (redis://...)")
+    rules: list[RateLimitRule] = []
+    names: dict[str, int] = {}
+    for i, entry in enumerate(got.pop("rules", [])):
+        path = f"rate_limit.rules[{i}]"
+        rule = c.table(entry, path, _RATE_LIMIT_RULE)
+        complete = c.require(rule, entry, path, ("key", "rate"))
+        key = rule.get("key")
+        if key is not None and key not in ("client_ip", "country"):
+            header = key[7:] if key.startswith("header:") else None
+            if header is None or not _TOKEN_RE.fullmatch(header):
+                c.add(f"{path}.key", f"unknown key {key!r} (use 'client_ip', 'country' or 'header:NAME')")
+                complete = False
+            elif header.lower() in _UNKEYABLE_HEADERS:
+                c.add(f"{path}.key", f"{header!r} is handled by the router itself; key on another header")
+                complete = False
+        if "rate" in rule:
+            try:
+                rule["rate_text"], rule["rate"] = rule["rate"], parse_rate(rule["rate"])
+            except ValueError as exc:
+                c.add(f"{path}.rate", str(exc))
+                complete = False
+        name = rule.setdefault("name", key if isinstance(key, str) else f"rule{i}")
+        if not _RULE_NAME_RE.fullmatch(name):
+            c.add(f"{path}.name", f"bad rule name {name!r} (letters, digits, '_', '.', ':', '-'; at most 63)")
+            complete = False
+        elif name in names:
+            c.add(f"{path}.name", f"duplicate rule name {name!r} (also rate_limit.rules[{names[name]}];"
+                  " give each rule its own name)")
+            complete = False
+        names.setdefault(name, i)
+        match = c.table(rule.pop("match", {}), f"{path}.match", _RATE_LIMIT_MATCH)
+        prefix = match.get("path_prefix")
+        if prefix is not None and not prefix.startswith("/"):
+            c.add(f"{path}.match.path_prefix", f"must start with '/', got {prefix!r}")
+        methods = c.items(match.get("methods", []), f"{path}.match.methods", _method)
+        if "methods" in match and not match["methods"]:
+            c.add(f"{path}.match.methods", "must not be empty (leave it out to match every method)")
+        if complete:
+            rule.setdefault("burst", max(1, round(rule["rate"] + 0.4999)))  # a second's worth
+            rules.append(RateLimitRule(**rule, path_prefix=prefix, methods=frozenset(methods) or None))
+    return RateLimitConfig(**got, rules=tuple(rules))
+
+
+def _method(value: Any) -> str:
+    _expect(value, str, "a string")
+    if not _TOKEN_RE.fullmatch(value) or value != value.upper():
+        raise _Bad(f"bad method {value!r} (use upper case, e.g. 'POST')")
+    return value
 
 
 def load_config(path: str) -> Config:
@@ -693,10 +928,21 @@ def with_overrides(config: Config, *, listen: str | Address | None = None,
     return config
 
 
+def _redact(url: str | None) -> str:
+    """A Redis URL without its password."""
+    parts = urlsplit(url or "")
+    if parts.password is None:
+        return url or ""
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
 def summarize(config: Config) -> str:
     """Human summary printed by `edge-router check-config`."""
     p, b = config.probe, config.breaker
     tls = "TLS" if config.listen.tls_cert else "plain HTTP"
+    flapping = (f"flapping: more than {p.flap_limit} changes in {format_duration(p.flap_window)}"
+                f" -> held {format_duration(p.flap_hold)}" if p.flap_limit else "no flap damping")
     lines = [
         f"strategy:       {config.strategy}",
         f"default region: {config.default_region}",
@@ -705,9 +951,16 @@ def summarize(config: Config) -> str:
         f"geoip database: {config.geo.database or 'none (every client -> default region)'}",
         f"probe:          every {format_duration(p.interval)}, timeout {format_duration(p.timeout)},"
         f" fall {p.fall}, rise {p.rise}, latency every {format_duration(p.latency_interval)}",
+        f"                fast {format_duration(p.fast_interval)}, down {format_duration(p.down_interval)};"
+        f" {flapping}",
         f"breaker:        opens after {b.consecutive_failures} failures"
         f" for {format_duration(b.open_for)} (max {format_duration(b.max_open_for)})",
+        f"steering:       slow start {format_duration(config.slow_start) if config.slow_start else 'off'};"
+        f" degraded over {config.degrade.error_rate:.0%} errors or p95 {format_duration(config.degrade.latency)}"
+        f" ({format_duration(config.degrade.window)} window, >= {config.degrade.min_requests} requests)",
         f"workers:        {config.workers}",
+        f"decisions:      {config.state.backend}"
+        + {"file": f" ({config.state.path})", "redis": f" ({_redact(config.state.url)})"}.get(config.state.backend, ""),
         f"regions ({len(config.regions)}):",
     ]
     width = max(len(r.id) for r in config.regions) if config.regions else 0
@@ -722,4 +975,46 @@ def summarize(config: Config) -> str:
             lines.append(f"  {', '.join(sorted(rule.countries))} -> only {', '.join(rule.regions)}")
     else:
         lines.append("residency:      none")
+    rl = config.rate_limit
+    if rl.rules:
+        lines.append(f"rate limit ({len(rl.rules)} rules, {rl.backend}):")
+        for r in rl.rules:
+            match = "".join((f" on {r.path_prefix}*" if r.path_prefix else "",
+                             f" for {','.join(sorted(r.methods))}" if r.methods else ""))
+            lines.append(f"  {r.name}: {r.rate_text}, burst {r.burst}, per {r.key}{match}"
+                         + (" (log_only)" if r.action == "log_only" else ""))
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- [[notify]]
+# Event groups a [[notify]] entry can subscribe to (router/ops/notify.py EVENT_KINDS maps
+# each event kind to one of them).
+NOTIFY_EVENTS = ("health", "breaker", "degraded", "panic", "failover", "operator", "reload")
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyConfig:
+    """One [[notify]] webhook: where, with which bearer token, for which events."""
+
+    url: str
+    token_env: str | None = None  # bearer token read from this environment variable
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    min_interval: float = 30.0  # at most one message per region per event kind per this
+
+
+_NOTIFY = {"url": _url, "token_env": _string, "events": _string_list, "min_interval": _duration(allow_zero=True)}
+
+
+def _notify(c: _Checker, raw: list) -> tuple[NotifyConfig, ...]:
+    out: list[NotifyConfig] = []
+    for i, entry in enumerate(raw):
+        path = f"notify[{i}]"
+        got = c.table(entry, path, _NOTIFY)
+        if "events" in got:
+            events = c.items(got["events"], f"{path}.events", _choice(NOTIFY_EVENTS, "event"))
+            if not got["events"]:
+                c.add(f"{path}.events", "must not be empty (leave it out for every event)")
+            got["events"] = tuple(dict.fromkeys(events))
+        if c.require(got, entry, path, ("url",)):
+            out.append(NotifyConfig(**got))
+    return tuple(out)

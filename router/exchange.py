@@ -13,8 +13,11 @@ import os
 import random
 from typing import TYPE_CHECKING
 
+from policies.model import RequestFacts
+
 from .errors import NotSent, Rejected, Sent
 from .http1 import LAST_CHUNK, encode_chunk, error_response, status_line
+from .logs import log_route, routing_log
 from .retry import RETRY, RETRY_STATUSES, retry_decision
 from .state import panic_pick, skip_reason
 
@@ -44,7 +47,7 @@ class Exchange:
         "close_after", "status", "region", "request_id", "country", "client_ip",
         "attempts", "upstream_time", "rejected", "retry_held", "skipped",
         "order", "pos", "allowed", "common", "draw", "first_reason", "failed",
-        "t_sent", "task", "finished", "in_attempt", "out",
+        "t_sent", "task", "finished", "in_attempt", "out", "rl_headers",
     )
 
     def __init__(self, proxy: Proxy, client: "ClientConnection", req: "Request") -> None:
@@ -77,6 +80,7 @@ class Exchange:
         self.finished = False
         self.in_attempt = False
         self.out: list[bytes] = []  # bytes for the client, written once per region read
+        self.rl_headers = b""  # rate limit: remaining-quota header lines for the answer
         rid = req.request_id
         if rid and len(rid) <= 200 and all(c in _REQUEST_ID_OK for c in rid):
             self.request_id = rid
@@ -94,10 +98,19 @@ class Exchange:
             proxy = self.proxy
             store = proxy.store
             req = self.req
-            self.client_ip, country, facts = proxy.identify(self.client.peer, req.xff, req.method, proxy.geo)
-            self.country = country
+            self.client_ip = ip = proxy.client_of(self.client.peer, req.xff)
+            country = self.country = proxy.geo.lookup(ip) if proxy.geo is not None else None
+            # -- rate limit (router/ratelimit): once, before any region is chosen --
+            if proxy.rate_limiter is not None:
+                verdict = proxy.rate_limiter.check(req.method, req.url, req.headers, ip, country)
+                if verdict.__class__ is not bytes:
+                    self.send_error(429, "rate_limited", verdict.detail, verdict.headers)
+                    self.finish()
+                    return
+                self.rl_headers = verdict
+            # -- end rate limit --
             allowed = self.allowed = store.residency.get(country) if country else None
-            order = store.ranker.rank(facts)
+            order = store.ranker.rank(RequestFacts(country, ip, req.method, "", store.next_seq()))
             if allowed is not None:  # residency narrows the candidates under every strategy
                 order = tuple(r for r in order if r in allowed) + tuple(
                     r for r in store.regions if r in allowed and r not in order
@@ -196,7 +209,7 @@ class Exchange:
             assert rt is not None
             self.upstream_time = proxy.clock.now() - self.t_sent
             rt.metrics.upstream_latency.observe(self.upstream_time)
-            proxy.store.record_latency(rt, self.upstream_time)
+            proxy.store.record_outcome(rt, self.upstream_time, head.status)  # latency, degrade
             status = head.status
             if status in RETRY_STATUSES and self.may_retry_after(status) and self.retry_slot():
                 req = self.req
@@ -244,6 +257,7 @@ class Exchange:
         if not self.head_sent:
             rt = self.rt
             assert rt is not None
+            self.proxy.store.record_outcome(rt, self.proxy.clock.now() - self.t_sent, 0)  # degrade
             if isinstance(exc, Sent) and exc.timed_out:
                 self.drop_region((504, "upstream_timeout", f"{rt.id}: {exc.detail}"))
             else:
@@ -498,6 +512,12 @@ class Exchange:
             self.close_after = True
         elif req.version == "1.0":
             parts.append(b"Connection: keep-alive\r\n")
+        # -- polish (issue 15): X-Edge-Country behind [geo] country_header, off by default
+        if self.proxy.config.geo.country_header:
+            parts.append(b"X-Edge-Country: %s\r\n" % (self.country or "XX").encode())
+        # -- end polish
+        if self.rl_headers:
+            parts.append(self.rl_headers)  # rate limit: remaining quota
         parts.append(b"X-Edge-Region: %s\r\nX-Request-Id: %s\r\n\r\n" % (region.encode(), self.request_id))
         self.head_sent = True
         early, complete, failed = self.conn.relay()
@@ -543,7 +563,7 @@ class Exchange:
         self.finish()
 
     # -- answers made by the router ---------------------------------------------------------
-    def send_error(self, status: int, error: str, detail: str) -> None:
+    def send_error(self, status: int, error: str, detail: str, extra_headers: tuple = ()) -> None:
         if self.head_sent or self.client.closed:
             return
         self.status = status
@@ -556,7 +576,7 @@ class Exchange:
                 status, error, detail,
                 region=self.region, request_id=self.request_id.decode("latin-1"),
                 close=self.close_after or self.proxy.shutting_down or not self.req.keep_alive,
-                extra_headers=RETRY_AFTER if status == 503 else (),
+                extra_headers=RETRY_AFTER if status == 503 else extra_headers,
             )
         )
 
@@ -572,6 +592,7 @@ class Exchange:
 
     def count_failover(self, src: str, dst: str, reason: str) -> None:
         self.proxy.metrics.failovers.labels(src, dst, reason).inc()
+        self.proxy.store.notifier.failover(src, dst, reason)
 
     def finish_log(self) -> None:
         proxy = self.proxy
@@ -579,7 +600,11 @@ class Exchange:
         region = self.region if self.head_sent and self.rt is not None and self.status else "none"
         proxy.metrics.count_request(region, status, proxy.store.strategy)
         duration = proxy.clock.now() - self.req.started
-        if self.rt is not None:
+        if region != "none":
             self.rt.metrics.request_duration.observe(duration)
+        else:  # polish (issue 15): the router's own answers have a duration too
+            proxy.metrics.none_duration.observe(duration)
         if proxy.access_log is not None:
             proxy.access_log(self, duration)
+        if routing_log.isEnabledFor(logging.DEBUG):  # polish (issue 15): the routing decision
+            log_route(self, region, status)

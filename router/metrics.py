@@ -30,6 +30,9 @@ LATENCY_BUCKETS = (
     0.6, 1.0, 1.5, 2.0, 2.5, 4.0, 6.0, 10.0,
 )
 BREAKER_VALUES = {"closed": 0, "half-open": 1, "open": 2}
+# Health probe results: a 2xx; the region answered something else; no answer in
+# time; no answer at all (refused, reset, TLS, DNS).
+PROBE_RESULTS = ("ok", "failure", "timeout", "network")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -84,6 +87,8 @@ class HotPathCollector:
             for region, rm in m.region_metrics.items():
                 h = getattr(rm, attr)
                 fam.add_metric([region], h.buckets(), h.sum)
+            if attr == "request_duration":  # the router's own answers
+                fam.add_metric(["none"], m.none_duration.buckets(), m.none_duration.sum)
             yield fam
         gauge = GaugeMetricFamily("edge_router_requests_in_flight", "Requests being forwarded to a region.",
                                   labels=["region"])
@@ -141,10 +146,59 @@ class Metrics:
         self.retry_budget_exhausted = Counter(
             "edge_router_retry_budget_exhausted", "Retries refused because the retry budget was spent.", registry=r,
         )
+        # Operator state and the decision store (shared state, issue 11).
+        self.region_admin_state = Gauge(
+            "edge_router_region_admin_state", "Operator decision: 0 enabled, 1 draining, 2 disabled.",
+            ["region"], registry=r,
+        )
+        self.region_effective_weight = Gauge(
+            "edge_router_region_effective_weight", "Region weight after operator weights and drains.",
+            ["region"], registry=r,
+        )
+        self.state_store_up = Gauge(
+            "edge_router_state_store_up",
+            "1 while the decision store ([state] backend) answers; 0: serving the last known decisions.",
+            registry=r,
+        )
+        self.state_store_up.set(1)
+        self.config_reload_success = Gauge(
+            "edge_router_config_reload_success", "Whether the last config reload succeeded (1) or was refused (0).",
+            registry=r,
+        )
+        self.config_reload_success.set(1)
+        self.notifications = Counter(
+            "edge_router_notifications", "Webhook notifications, by outcome: sent, retried, failed, "
+            "dropped (queue full), coalesced (held back by notify.min_interval).", ["outcome"], registry=r,
+        )
+        for outcome in ("sent", "retried", "failed", "dropped", "coalesced"):
+            self.notifications.labels(outcome)
+        self.region_degraded = Gauge(
+            "edge_router_region_degraded",
+            "1 while the region's live error rate or p95 latency is over the [degrade] thresholds.",
+            ["region"], registry=r,
+        )
+        self.rate_limited = Counter(
+            "edge_router_rate_limited",
+            "Requests over a rate limit, by rule: answered 429, or let through by a log_only rule.",
+            ["rule"], registry=r,
+        )
         self.connections_refused = Counter(
             "edge_router_connections_refused",
             "Client connections refused at once because limits.max_connections were open.", registry=r,
         )
+        # -- polish (issue 15): breaker transitions, probe results, the router's own answers
+        self.breaker_transitions = Counter(
+            "edge_router_breaker_transitions", "Circuit breaker state changes, by the state entered.",
+            ["region", "to"], registry=r,
+        )
+        self.probes = Counter(
+            "edge_router_probes",
+            "Health probes by result: ok (2xx), failure (another status), timeout, network "
+            "(refused, reset, TLS, DNS).",
+            ["region", "result"], registry=r,
+        )
+        self.none_duration = LocalHistogram()  # request_duration{region="none"}
+        # -- end polish
         self._strategy = ""
         self.regions = regions
         for rid in regions:
@@ -172,6 +226,12 @@ class Metrics:
             for cls in (2, 3, 4, 5):
                 self.request_counts.setdefault((region, cls, name), 0)
 
+    def set_operator_state(self, views) -> None:
+        """admin_state and effective_weight gauges from a published snapshot's region views."""
+        for v in views:
+            self.region_admin_state.labels(v.id).set(2 if v.disabled else 1 if v.draining else 0)
+            self.region_effective_weight.labels(v.id).set(v.effective_weight)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -179,7 +239,8 @@ class Metrics:
 class RegionMetrics:
     """The label children of one region, bound once."""
 
-    __slots__ = ("upstream_latency", "request_duration", "healthy", "probe_latency", "circuit")
+    __slots__ = ("upstream_latency", "request_duration", "healthy", "probe_latency", "circuit",
+                 "transitions", "probe_results", "degraded")
 
     def __init__(self, m: Metrics, region: str) -> None:
         self.upstream_latency = LocalHistogram()
@@ -187,3 +248,7 @@ class RegionMetrics:
         self.healthy = m.region_healthy.labels(region)
         self.probe_latency = m.probe_latency.labels(region)
         self.circuit = m.circuit_state.labels(region)
+        # Every series at 0 from the start: rate() and alerts see them before the first event.
+        self.transitions = {to: m.breaker_transitions.labels(region, to) for to in BREAKER_VALUES}
+        self.probe_results = {result: m.probes.labels(region, result) for result in PROBE_RESULTS}
+        self.degraded = m.region_degraded.labels(region)

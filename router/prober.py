@@ -4,7 +4,9 @@ Health: GET the region's health URL; rise/fall hysteresis lives in
 HealthState; the cadence speeds up while a region changes state or is down
 (HAProxy's fastinter/downinter), jittered so probes never synchronise. The
 first probes go out at startup. Latency: a timed GET every latency_interval
-feeds the region's EWMA (live request timings feed it too).
+feeds the region's EWMA (live request timings feed it too); the store asks for
+one at once when a live request was suspiciously slow, so that a slowdown is
+confirmed (or not) within one round trip instead of at the next request.
 """
 from __future__ import annotations
 
@@ -14,12 +16,49 @@ import random
 import ssl
 
 import aiohttp
+from yarl import URL
 
 from .config import Config
 from .pool import client_ssl_context
 from .state import RegionRuntime, RegionStore
 
 log = logging.getLogger("edge_router.prober")
+
+
+def probe_result(ok: bool, why: str) -> str:
+    """The `result` label of edge_router_probes_total for probe_once's verdict."""
+    if ok:
+        return "ok"
+    if why.startswith("HTTP "):
+        return "failure"
+    if why.startswith("timeout"):
+        return "timeout"
+    return "network"
+
+
+def describe_probe_error(exc: BaseException, url: str) -> str:
+    """A failed probe in words, e.g. "connect refused to health-eu-west-1:443"
+    (aiohttp's own messages carry reprs such as the SSLContext object)."""
+    u = URL(url)
+    where = f"{u.host}:{u.port}"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"DNS lookup failed for {u.host}: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert = exc.certificate_error
+        return f"TLS certificate of {where} did not verify: {getattr(cert, 'verify_message', None) or cert}"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS handshake with {where} failed: {getattr(exc.os_error, 'reason', None) or exc.os_error}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return f"connect refused to {where}"
+        return f"cannot connect to {where}: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return f"{where} closed the connection without an answer"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error with {where}: {exc.reason or exc}"
+    if isinstance(exc, OSError):
+        return f"connection to {where} failed: {exc.strerror or exc}"
+    return f"probe of {url} failed: {exc or type(exc).__name__}"
 
 
 class Prober:
@@ -30,6 +69,7 @@ class Prober:
         self._tasks: list[asyncio.Task] = []
         self._session: aiohttp.ClientSession | None = None
         self._ssl: dict[str, ssl.SSLContext] = {}
+        self._measure_now: dict[str, asyncio.Event] = {}
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -42,9 +82,12 @@ class Prober:
             if rc.health.startswith("https://"):
                 self._ssl[rt.id] = client_ssl_context(rc.tls_ca, rc.tls_cert, rc.tls_key)
             self._tasks.append(asyncio.create_task(self._health_loop(rt), name=f"probe-{rt.id}"))
+            self._measure_now[rt.id] = asyncio.Event()
             self._tasks.append(asyncio.create_task(self._latency_loop(rt), name=f"latency-{rt.id}"))
+        self.store.latency_check = self.measure_now
 
     async def stop(self) -> None:
+        self.store.latency_check = None
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -70,23 +113,36 @@ class Prober:
         except asyncio.TimeoutError:
             return False, None, f"timeout after {self.config.probe.timeout:g}s"
         except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
-            return False, None, f"{type(exc).__name__}: {exc}"
+            return False, None, describe_probe_error(exc, rt.config.health)
 
     async def _health_loop(self, rt: RegionRuntime) -> None:
         probe = self.config.probe
         while True:
             ok, _elapsed, why = await self.probe_once(rt)
+            rt.metrics.probe_results[probe_result(ok, why)].inc()
             before = rt.health.healthy
             self.store.record_probe(rt, ok, None)
             if not ok and before is not False:
                 log.info("probe %s failed: %s", rt.id, why)
             await asyncio.sleep(rt.health.next_delay(probe, self.rng.random()))
 
+    def measure_now(self, rt: RegionRuntime) -> None:
+        """Wake the region's latency loop (coalesced: one probe however many ask)."""
+        event = self._measure_now.get(rt.id)
+        if event is not None:
+            event.set()
+
     async def _latency_loop(self, rt: RegionRuntime) -> None:
         probe = self.config.probe
+        wake = self._measure_now[rt.id]
         while True:
+            confirming = wake.is_set()
+            wake.clear()
             ok, elapsed, _ = await self.probe_once(rt)
             if ok and elapsed is not None:
-                self.store.record_latency(rt, elapsed)
+                self.store.record_latency(rt, elapsed, confirming)
             jitter = 1.0 + probe.jitter * (2.0 * self.rng.random() - 1.0)
-            await asyncio.sleep(probe.latency_interval * jitter)
+            try:
+                await asyncio.wait_for(wake.wait(), probe.latency_interval * jitter)
+            except asyncio.TimeoutError:
+                pass

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,13 +158,18 @@ def make_config(
     scheme: str = "http", probe: dict | None = None, breaker: dict | None = None,
     limits: dict | None = None, residency: list[dict] | None = None, region_extra: dict | None = None,
     log: dict | None = None, host: str = "127.0.0.1", least_latency: dict | None = None,
+    slow_start: str = "0s", degrade: dict | None = None,
 ) -> str:
+    """A router config for the simulator's regions. Slow start is off unless
+    asked for: a region coming back takes its whole share at once, as the tests
+    written before slow start expect."""
     geo_db = geo_db or str(GEO_DIR / "GeoLite2-Country-Test.mmdb")
     probe = {"interval": "1s", "timeout": "500ms", "fall": 2, "rise": 2, "latency_interval": "1s",
              "fast_interval": "200ms", "down_interval": "300ms", **(probe or {})}
     lines = [
         'default_region = "us-east-1"',
         f"strategy = {toml_str(strategy)}",
+        f"slow_start = {toml_str(slow_start)}",
         "[listen]", 'address = "127.0.0.1:0"',
         "[admin]", 'address = "127.0.0.1:0"', 'token_env = "EDGE_ROUTER_ADMIN_TOKEN"',
         "[geo]", f"database = {toml_str(geo_db)}", 'trusted_proxies = ["127.0.0.1/32", "::1/128"]',
@@ -184,6 +190,9 @@ def make_config(
     if least_latency:
         lines.append("[least_latency]")
         lines += [f"{k} = {toml_str(v)}" for k, v in least_latency.items()]
+    if degrade:
+        lines.append("[degrade]")
+        lines += [f"{k} = {toml_str(v)}" for k, v in degrade.items()]
     for rid, port in ports.items():
         extra = (region_extra or {}).get(rid, {})
         lines += [
@@ -292,3 +301,31 @@ def raw(port: int, data: bytes, timeout: float = 5.0, read_until_close: bool = T
             if not read_until_close and b"\r\n\r\n" in b"".join(chunks):
                 break
         return b"".join(chunks)
+
+
+class Traffic:
+    """Clients (one thread per X-Forwarded-For address) sending requests to a router
+    until the block ends."""
+
+    def __init__(self, port: int, ips: tuple[str, ...], pause: float = 0.03) -> None:
+        self.pause = pause
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(port, ip), daemon=True) for ip in ips]
+
+    def run(self, port: int, ip: str) -> None:
+        while not self.stop.is_set():
+            try:
+                request(port, "GET", "/api/v1/echo", headers={"X-Forwarded-For": ip}, timeout=5)
+            except OSError:
+                pass
+            time.sleep(self.pause)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(10)

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 from router.clock import FakeClock
 from router.config import default_config
-from router.decisions import MemoryDecisionStore
+from router.store import MemoryDecisionStore
 from router.explain import explain_route
 from router.metrics import Metrics
 from router.state import RegionStore, skip_reason
@@ -99,7 +99,7 @@ def test_strategy_switch_republishes_with_new_ranker():
     assert store.strategy == "round-robin" and store.snapshot.version > v
     from policies.model import RequestFacts
 
-    firsts = [store.ranker.rank(RequestFacts("GB"))[0] for _ in range(8)]
+    firsts = [store.ranker.rank(RequestFacts("GB", seq=store.next_seq()))[0] for _ in range(8)]
     assert sorted(set(firsts)) == sorted(store.regions)
 
 
