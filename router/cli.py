@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="edge-router", description="Global traffic-steering reverse proxy.",
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=version_text(),
+                   help="version, and which build runs (compiled or pure Python)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def serve_flags(sp: argparse.ArgumentParser, with_config: bool) -> None:
@@ -100,6 +102,18 @@ def _parser() -> argparse.ArgumentParser:
                     "the router. Exit 0: passed, 1: failed, 2: could not run. Ctrl-C enables the region again.",
     ))
     return p
+
+
+def version_text() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import BUILD
+
+    try:
+        v = version("edge-router")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        v = "(not installed)"
+    return f"edge-router {v}, {BUILD}, Python {sys.version.split()[0]}"
 
 
 def drill_flags(d: argparse.ArgumentParser) -> None:

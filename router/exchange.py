@@ -196,6 +196,7 @@ class Exchange:
     def send(self, conn: "UpstreamConnection") -> None:
         """Forward: the request head in one write, then the body as it comes."""
         rt = self.rt
+        assert rt is not None
         req = self.req
         self.conn = conn
         ep = rt.pool.endpoint
@@ -212,6 +213,7 @@ class Exchange:
         try:
             proxy = self.proxy
             rt = self.rt
+            assert rt is not None
             self.upstream_time = proxy.clock.now() - self.t_sent
             rt.metrics.upstream_latency.observe(self.upstream_time)
             proxy.store.record_outcome(rt, self.upstream_time, head.status)  # latency, degrade
@@ -286,6 +288,7 @@ class Exchange:
             return
         if not self.head_sent:
             rt = self.rt
+            assert rt is not None
             self.proxy.store.record_outcome(rt, self.proxy.clock.now() - self.t_sent, 0)  # degrade
             if isinstance(exc, Sent) and exc.timed_out:
                 self.drop_region((504, "upstream_timeout", f"{rt.id}: {exc.detail}"))
@@ -312,6 +315,7 @@ class Exchange:
     def drop_region(self, error: tuple[int, str, str]) -> None:
         """A sent attempt failed before any answer went to the client."""
         rt = self.rt
+        assert rt is not None
         proxy = self.proxy
         self.req.body.detach()
         if self.conn is not None:
@@ -352,6 +356,7 @@ class Exchange:
         self.upstream_flush()
         proxy = self.proxy
         rt = self.rt
+        assert rt is not None
         req = self.req
         conn = self.conn
         self.conn = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httptools
 
@@ -30,8 +30,7 @@ from .http1 import (
 )
 
 if TYPE_CHECKING:
-    from .exchange import Exchange
-    from .proxy import Proxy
+    from .config import LimitsConfig
 
 log = logging.getLogger("edge_router.listener")
 
@@ -53,6 +52,31 @@ MAX_PIPELINED = 32
 TOO_MANY_CONNECTIONS = error_response(
     503, "overloaded", "too many client connections", close=True, extra_headers=((b"Retry-After", b"1"),)
 )
+
+
+class Dispatcher(Protocol):
+    """What the client side needs of what is shared (proxy.Proxy)."""
+
+    loop: asyncio.AbstractEventLoop
+    clock: Any
+    limits: "LimitsConfig"
+    connections: set
+    max_connections: int
+
+    def refuse_connection(self) -> None: ...
+    def count_rejection(self, status: int) -> None: ...
+    def handle(self, client: "ClientConnection", req: "Request") -> object: ...
+
+
+class Answer(Protocol):
+    """The request being answered, as the client side sees it (exchange.Exchange)."""
+
+    req: "Request"
+
+    def client_gone(self) -> None: ...
+    def client_pause_writing(self) -> None: ...
+    def client_resume_writing(self) -> None: ...
+    def reject(self, rej: Rejected) -> None: ...
 
 
 class Request:
@@ -93,7 +117,7 @@ class ClientConnection(asyncio.Protocol):
         "_refused", "_upgrade_tail", "_hold_first", "_unread",
     )
 
-    def __init__(self, proxy: "Proxy", tls: bool = False) -> None:
+    def __init__(self, proxy: Dispatcher, tls: bool = False) -> None:
         self.proxy = proxy
         self.loop = proxy.loop
         self.tls = tls
@@ -102,7 +126,7 @@ class ClientConnection(asyncio.Protocol):
         self.peer = ""
         self.req: Request | None = None  # the request being parsed
         self.queue: collections.deque[Request] = collections.deque()  # parsed, waiting
-        self.exchange: "Exchange | None" = None  # the request being answered
+        self.exchange: Answer | None = None  # the request being answered
         self.closed = False
         self._reading_paused = False
         self._write_paused = False
@@ -173,7 +197,7 @@ class ClientConnection(asyncio.Protocol):
                 if not self._head_bytes:
                     self._head_began()
                 self._head_bytes += end - pos
-                piece = data if pos == 0 and end == size else data[pos:end]
+                piece: bytes | memoryview = data if pos == 0 and end == size else data[pos:end]
                 if self._head_parts:
                     self._head_parts.append(piece)
                     piece = b"".join(self._head_parts)
@@ -187,6 +211,7 @@ class ClientConnection(asyncio.Protocol):
                 # A body. With a Content-Length, only up to its end: whatever
                 # follows is the next head, and is counted as one.
                 req = self.req
+                assert req is not None
                 stop = size
                 if req.content_length is not None:
                     stop = min(size, pos + req.content_length - req.body.size)
@@ -301,6 +326,7 @@ class ClientConnection(asyncio.Protocol):
         # llhttp has already refused names that are not tokens and values with
         # control characters (RFC 9110 5.1, 5.5): only our own rules remain.
         req = self.req
+        assert req is not None
         kind = _SPECIAL.get(name.lower())
         if kind is None:
             req.headers.append(b"%s: %s\r\n" % (name, value))
@@ -341,6 +367,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         req = self.req
+        assert req is not None
         p = self.parser
         self._in_head = False
         self._head_bytes = 0
@@ -412,11 +439,14 @@ class ClientConnection(asyncio.Protocol):
         if body.size + len(data) > self.proxy.limits.max_body_bytes:
             self._fail(413, "body_too_large", f"request body exceeds {self.proxy.limits.max_body_bytes} bytes")
         body.feed(data)
-        if not self.req.dispatched and body.size > self._hold_first:
-            self._dispatch(self.req)  # too big to wait for: the rest streams to the region as it comes
+        req = self.req
+        assert req is not None
+        if not req.dispatched and body.size > self._hold_first:
+            self._dispatch(req)  # too big to wait for: the rest streams to the region as it comes
 
     def on_message_complete(self) -> None:
         req = self.req
+        assert req is not None
         req.complete = True
         req.body.finish()
         self.req = None

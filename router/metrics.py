@@ -51,7 +51,8 @@ class LocalHistogram:
         self.sum += value
 
     def buckets(self) -> list[tuple[str, float]]:
-        out, acc = [], 0
+        out: list[tuple[str, float]] = []
+        acc = 0
         for bound, n in zip((*map(str, LATENCY_BUCKETS), "+Inf"), self.counts):
             acc += n
             out.append((bound, acc))
@@ -89,11 +90,11 @@ class HotPathCollector:
             if attr == "request_duration":  # the router's own answers
                 fam.add_metric(["none"], m.none_duration.buckets(), m.none_duration.sum)
             yield fam
-        fam = GaugeMetricFamily("edge_router_requests_in_flight", "Requests being forwarded to a region.",
-                                labels=["region"])
+        gauge = GaugeMetricFamily("edge_router_requests_in_flight", "Requests being forwarded to a region.",
+                                  labels=["region"])
         for region, n in m.in_flight().items():
-            fam.add_metric([region], n)
-        yield fam
+            gauge.add_metric([region], n)
+        yield gauge
 
 
 class Metrics:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from geodata.reader import GeoReader
 
+from . import BUILD
 from .admin import AdminAPI
 from .clock import Clock
 from .config import Config, ConfigError
@@ -155,9 +156,9 @@ class Router:
                      cfg.listen.address.host, self.listen_port, self.admin_port)
         else:
             log.info(
-                "edge-router listening on %s:%d (admin %s:%d), strategy %s, %d regions",
+                "edge-router listening on %s:%d (admin %s:%d), strategy %s, %d regions, %s build",
                 cfg.listen.address.host, self.listen_port, cfg.admin.address.host, self.admin_port,
-                self.store.strategy, len(self.store.regions),
+                self.store.strategy, len(self.store.regions), BUILD,
             )
 
     def _tunnel_grace(self, snap) -> None:

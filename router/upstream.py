@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import select
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httptools
 
 from .errors import Sent
 from .http1 import HOP_BY_HOP, no_body_status
+
+if TYPE_CHECKING:
+    from .pool import UpstreamPool
 
 
 # Response headers the connection handles itself rather than relaying as they are.
@@ -78,7 +81,7 @@ class UpstreamConnection(asyncio.Protocol):
                  max_head: int = 65536):
         self.loop = loop
         self.region = region
-        self.pool = None  # set by the pool that owns it
+        self.pool: UpstreamPool | None = None  # set by the pool that owns it
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -176,8 +179,9 @@ class UpstreamConnection(asyncio.Protocol):
         sink = self._sink
         if self._head_ready:
             self._head_ready = False
-            if sink is not None:
-                sink.upstream_head(self._head)  # relay() or discard() take the completion
+            head = self._head
+            if sink is not None and head is not None:
+                sink.upstream_head(head)  # relay() or discard() take the completion
         elif self._complete_ready:
             self._complete_ready = False
             if self._discarding:

@@ -42,6 +42,7 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from yarl import URL
 
+from . import BUILD
 from .admin import MUTATIONS, OPERATOR_HEADER, _error, _json, audit, authorize, build_app
 from .aggregate import merge_metrics, merge_states
 from .clock import Clock
@@ -336,9 +337,9 @@ class Supervisor:
         if not self.token:
             log.warning("no admin token in $%s: admin mutations are refused (403)", self.config.admin.token_env)
         log.info(
-            "edge-router listening on %s:%d (admin %s:%d), strategy %s, %d regions, %d workers",
+            "edge-router listening on %s:%d (admin %s:%d), strategy %s, %d regions, %d workers, %s build",
             self.config.listen.address.host, self.port, a.host, admin_port, self.config.strategy,
-            len(self.config.regions), len(self.pids),
+            len(self.config.regions), len(self.pids), BUILD,
         )
         watch = asyncio.create_task(self._watch(stop))
         await stop.wait()
