@@ -11,7 +11,10 @@
 #
 # The config is read from the mounted file /etc/edge-router/config.toml (its
 # [admin] address must be reachable from outside the container, e.g.
-# "0.0.0.0:9901", for probes and Prometheus). The admin token is read from the
+# "0.0.0.0:9901", for probes and Prometheus). Without a mounted file the image
+# still runs: the built-in seed config (traffic on 8080, admin on 127.0.0.1:9901
+# inside the container), without GeoIP if none is mounted; its first log line
+# says so. The admin token is read from the
 # environment variable EDGE_ROUTER_ADMIN_TOKEN at run time; the image never
 # contains one. The GeoLite2 database is mounted at /usr/share/GeoIP (see
 # deploy/README.md). The root filesystem can be read-only; only /tmp needs to be
@@ -43,8 +46,11 @@ LABEL org.opencontainers.image.title="edge-router" \
       org.opencontainers.image.description="Global traffic-steering reverse proxy: GeoIP routing, failover, circuit breakers" \
       org.opencontainers.image.licenses="Apache-2.0"
 
+# serve reads $EDGE_ROUTER_CONFIG when that file is mounted; without one it runs
+# the built-in seed config (and its first log line says so).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    EDGE_ROUTER_CONFIG=/etc/edge-router/config.toml \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
@@ -73,4 +79,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
 # SIGTERM drains in-flight requests (limits.drain_timeout, 20 s by default).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["edge-router"]
-CMD ["serve", "--config", "/etc/edge-router/config.toml"]
+CMD ["serve"]

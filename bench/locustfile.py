@@ -9,6 +9,10 @@ Standard Locust command line plus options of its own:
     --clients SPEC         geographic mode: auto | test | demo | FILE
     --think-time SECONDS   pause between a user's requests: "0", "0.5" or "0.1-0.5"
     --max-deviation POINTS round-robin mode: allowed distance from an even split (5)
+    --paths LIST           what to request instead of the simulator's paths, for a real
+                           API: "GET /api/v1/health:3,POST /api/v1/orders:1" (method,
+                           path, weight); any answer below 400 counts as a success
+    --body FILE            JSON body sent with the POST/PUT/PATCH entries of --paths
 
 Modes:
 
@@ -38,16 +42,20 @@ mixed         Realistic API traffic: GET /api/v1/echo, JSON POST /api/v1/payment
               home region gets traffic; the answering region is not checked. Leaves
               the strategy alone.
 
-Every mode prints the per-region table at the end (on the master/local runner
-only; workers send their tallies to the master). Headless:
+Every request is named after the region that answered it ("GET /api/v1/echo
+[eu-west-1]"), so Locust's statistics -- the web UI's table and charts while the
+test runs, and the console -- show the per-region split live. Every mode also
+prints the per-region table at the end (on the master/local runner only; workers
+send their tallies to the master). Headless:
 
     EDGE_ROUTER_ADMIN_TOKEN=... locust -f bench/locustfile.py --headless -u 50 -r 50 \\
         --run-time 1m --host http://127.0.0.1:8080 --mode round-robin \\
         --admin-url http://127.0.0.1:9901 --only-summary
 
-Web UI: the same without --headless/-u/-r/--run-time; open http://localhost:8089,
-the mode and admin URL are editable there; the table is printed on the console at
-each stop.
+Web UI: the same without --headless/-u/-r/--run-time, plus --web-host 127.0.0.1
+(Locust listens on every interface by default); open http://127.0.0.1:8089, the
+mode, admin URL and paths are editable there; the table is printed on the console
+at each stop.
 """
 from __future__ import annotations
 
@@ -139,6 +147,67 @@ def _add_arguments(parser) -> None:
     parser.add_argument("--max-deviation", type=float, default=5.0,
                         help="round-robin mode: largest allowed distance, in percentage points, "
                              "of a region's share from an even split (default 5)")
+    parser.add_argument("--paths", default="",
+                        help='requests for a real API instead of the simulator\'s paths: '
+                             '"GET /api/v1/health:3,POST /api/v1/orders:1" (method path:weight)')
+    parser.add_argument("--body", default="",
+                        help="JSON file sent as the body of the POST/PUT/PATCH entries of --paths")
+
+
+# -- --paths: a real API's requests -------------------------------------------------
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+WITH_BODY = ("POST", "PUT", "PATCH")
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    method: str
+    path: str
+    weight: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+def parse_paths(text: str) -> list[PathSpec]:
+    """'GET /api/v1/health:3,POST /api/v1/orders:1' -> PathSpecs; SetupError naming the bad entry."""
+    specs = []
+    for entry in (e.strip() for e in (text or "").split(",")):
+        if not entry:
+            continue
+        method, _, rest = entry.partition(" ")
+        rest = rest.strip()
+        path, weight = rest, 1
+        head, sep, tail = rest.rpartition(":")
+        if sep and tail.strip().isdigit():
+            path, weight = head.strip(), int(tail)
+        if method.upper() not in METHODS:
+            raise SetupError(f"--paths {entry!r}: method must be one of {', '.join(METHODS)}")
+        if not path.startswith("/") or " " in path:
+            raise SetupError(f"--paths {entry!r}: expected 'METHOD /path[:weight]'")
+        if weight < 1:
+            raise SetupError(f"--paths {entry!r}: weight must be 1 or more")
+        specs.append(PathSpec(method.upper(), path, weight))
+    if not specs:
+        raise SetupError("--paths: no entries (e.g. 'GET /api/v1/health:3,POST /api/v1/orders:1')")
+    return specs
+
+
+def load_body(path: str) -> bytes | None:
+    """The --body file, checked to be JSON (sent as it is)."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        json.loads(raw)
+    except OSError as exc:
+        raise SetupError(f"--body {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise SetupError(f"--body {path}: not JSON ({exc})") from None
+    return raw
 
 
 # -- admin API -----------------------------------------------------------------------
@@ -306,6 +375,8 @@ class Run:
     regions: list[dict] = field(default_factory=list)  # /admin/state regions at test start
     think: tuple[float, float] = (0.0, 0.0)  # --think-time, seconds
     clients: list[Client] = field(default_factory=list)
+    paths: list[PathSpec] = field(default_factory=list)  # --paths; empty: the simulator's
+    body: bytes | None = None  # --body
 
 
 RUN = Run()
@@ -326,10 +397,16 @@ def _on_test_start(environment, **_kw) -> None:
     TALLY.reset()
     RUN.mode = getattr(opts, "mode", "round-robin") if opts else "round-robin"
     RUN.started, RUN.reported, RUN.setup_error = True, False, None
-    RUN.regions, RUN.clients = [], []
+    RUN.regions, RUN.clients, RUN.paths, RUN.body = [], [], [], None
     admin_url = getattr(opts, "admin_url", "") if opts else ""
     try:
         RUN.think = _parse_think_time(getattr(opts, "think_time", "") if opts else "", RUN.mode)
+        if opts is not None and getattr(opts, "paths", ""):
+            RUN.paths = parse_paths(opts.paths)
+            RUN.body = load_body(getattr(opts, "body", ""))
+            if RUN.body is None and any(p.method in WITH_BODY for p in RUN.paths):
+                log.info("--paths has %s entries and no --body: they are sent with an empty JSON object",
+                         "/".join(sorted({p.method for p in RUN.paths if p.method in WITH_BODY})))
         if RUN.mode == "geographic":
             if admin_url and not _is_worker(environment):
                 switch_strategy(admin_url, "geographic")
@@ -557,7 +634,9 @@ class EdgeRouterUser(FastHttpUser):
     def step(self) -> None:
         if self.idle:
             return
-        if self.mode == "geographic":
+        if RUN.paths:
+            self.api_path(random.choices(RUN.paths, weights=[p.weight for p in RUN.paths])[0])
+        elif self.mode == "geographic":
             self.geographic()
         elif self.mode == "mixed":
             random.choices((self.echo, self.payment, self.large), weights=(12, 5, 1))[0]()
@@ -567,9 +646,41 @@ class EdgeRouterUser(FastHttpUser):
     def _headers(self) -> dict[str, str]:
         return {"X-Forwarded-For": self.client_addr.ip} if self.client_addr else {}
 
+    @staticmethod
+    def _by_region(resp, name: str) -> str | None:
+        """Name the request after the region that answered: Locust's live statistics
+        (web UI and console) then show the per-region split. The region, or None."""
+        region = resp.headers.get("X-Edge-Region") if resp.headers is not None else None
+        resp.request_meta["name"] = f"{name} [{region or NO_REGION}]"
+        return region
+
+    def _check_region(self, resp, region: str | None) -> bool:
+        """Geographic mode: the client's home region must answer."""
+        c = self.client_addr
+        if self.mode != "geographic" or c is None or region == c.region:
+            return True
+        resp.failure(f"client {c.ip} ({c.country}) expected region {c.region}, answered by {region}"
+                     " (wrong --clients for the router's GeoIP DB, or the load generator not in its trusted_proxies?)")
+        return False
+
+    def api_path(self, spec: PathSpec) -> None:
+        headers = self._headers()
+        body = None
+        if spec.method in WITH_BODY:
+            body = RUN.body if RUN.body is not None else b"{}"
+            headers["Content-Type"] = "application/json"
+        with self.client.request(spec.method, spec.path, data=body, name=spec.name, headers=headers,
+                                 catch_response=True) as resp:
+            region = self._by_region(resp, spec.name)
+            if not resp.status_code or resp.status_code >= 400:
+                resp.failure(f"HTTP {resp.status_code}")
+            elif self._check_region(resp, region):
+                resp.success()
+
     def echo(self) -> None:
         with self.client.get(f"/api/v1/echo?n={random.randrange(1 << 20)}", name="/api/v1/echo",
                              headers=self._headers(), catch_response=True) as resp:
+            self._by_region(resp, "/api/v1/echo")
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}")
             else:
@@ -578,15 +689,12 @@ class EdgeRouterUser(FastHttpUser):
     def geographic(self) -> None:
         c = self.client_addr
         assert c is not None
-        with self.client.get(f"/api/v1/echo?n={random.randrange(1 << 20)}", name=f"/api/v1/echo [{c.region}]",
+        with self.client.get(f"/api/v1/echo?n={random.randrange(1 << 20)}", name="/api/v1/echo",
                              headers={"X-Forwarded-For": c.ip}, catch_response=True) as resp:
-            got = resp.headers.get("X-Edge-Region") if resp.headers is not None else None
+            got = self._by_region(resp, "/api/v1/echo")
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}")
-            elif got != c.region:
-                resp.failure(f"client {c.ip} ({c.country}) expected region {c.region}, answered by {got}"
-                             " (wrong --clients for the router's GeoIP DB, or the load generator not in its trusted_proxies?)")
-            else:
+            elif self._check_region(resp, got):
                 resp.success()
 
     def payment(self) -> None:
@@ -596,6 +704,7 @@ class EdgeRouterUser(FastHttpUser):
         with self.client.post("/api/v1/payments", json=body, name="/api/v1/payments",
                               headers={"Idempotency-Key": body["reference"], **self._headers()},
                               catch_response=True) as resp:
+            self._by_region(resp, "/api/v1/payments")
             if resp.status_code != 201:
                 resp.failure(f"HTTP {resp.status_code}")
                 return
@@ -615,6 +724,7 @@ class EdgeRouterUser(FastHttpUser):
     def large(self) -> None:
         with self.client.get(f"/api/v1/large?bytes={LARGE_BYTES}", name="/api/v1/large (1 MiB)",
                              headers=self._headers(), catch_response=True) as resp:
+            self._by_region(resp, "/api/v1/large (1 MiB)")
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}")
             elif len(resp.content or b"") != LARGE_BYTES:

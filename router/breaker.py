@@ -76,10 +76,12 @@ GATEWAY_FAILURES = frozenset((502, 503, 504))
 
 class CircuitBreaker:
     __slots__ = ("cfg", "_state", "open_until", "open_for", "_consecutive", "_trials",
-                 "_trial_oks", "_window", "transitions", "_failing", "may_open")
+                 "_trial_oks", "_window", "transitions", "_failing", "may_open", "why", "_on_change")
 
-    def __init__(self, cfg: BreakerConfig, may_open: Callable[[], bool] | None = None):
+    def __init__(self, cfg: BreakerConfig, may_open: Callable[[], bool] | None = None,
+                 on_change: Callable[[str], None] | None = None):
         self.cfg = cfg
+        self._on_change = on_change  # told every state entered (metrics)
         self._state = CLOSED
         self.open_until = 0.0  # while open: when half-open begins
         self.open_for = cfg.open_for  # length of the current / last open period
@@ -88,6 +90,7 @@ class CircuitBreaker:
         self._trial_oks = 0  # half-open trial successes so far
         self._window = _Window(cfg.window)
         self.transitions = 0
+        self.why = ""  # what made the last transition, for the log
         self._failing = GATEWAY_FAILURES | cfg.failure_statuses
         # Asked before closed -> open: False keeps the region in (ejection cap).
         self.may_open = may_open
@@ -138,6 +141,7 @@ class CircuitBreaker:
             self._trial_oks += 1
             if self._trial_oks >= self._trial_limit:
                 self._window.clear()
+                self.why = f"{self._trial_oks} trial requests succeeded"
                 changed = self._set(CLOSED)
         return changed
 
@@ -148,10 +152,19 @@ class CircuitBreaker:
         if self._state == CLOSED:
             # Opening from closed always starts at open_for: the doubling only
             # spans an unbroken open -> half-open -> open run.
-            if ((self._consecutive >= self.cfg.consecutive_failures or self._ratio_tripped(now))
-                    and (self.may_open is None or self.may_open())):
+            if self._consecutive >= self.cfg.consecutive_failures:
+                why = f"{self._consecutive} consecutive failures"
+            elif self._ratio_tripped(now):
+                total, failures = self._window.counts(now)
+                why = (f"{failures} of {total} requests failed in the last {self.cfg.window:g}s"
+                       f" ({failures / total:.0%} >= {self.cfg.failure_ratio:.0%})")
+            else:
+                why = ""
+            if why and (self.may_open is None or self.may_open()):
+                self.why = why
                 changed = self._open(now, self.cfg.open_for)
         elif self._state == HALF_OPEN:
+            self.why = "a half-open trial request failed"
             changed = self._open(now, min(self.open_for * 2, self.cfg.max_open_for))
         # Already open: a late result of a request let through earlier; counted only.
         return changed
@@ -163,7 +176,9 @@ class CircuitBreaker:
         open_for. The doubling is kept: a failing trial re-opens for longer."""
         if self._state == OPEN:
             self.open_until = now
-            return self._advance(now)
+            changed = self._advance(now)
+            self.why = "the prober saw the region recover"
+            return changed
         return None
 
     def on_cancel(self, now: float) -> str | None:
@@ -191,6 +206,7 @@ class CircuitBreaker:
     def _advance(self, now: float) -> str | None:
         if self._state == OPEN and now >= self.open_until:
             self._trials = self._trial_oks = 0
+            self.why = f"open time of {self.open_for:g}s elapsed, letting trial requests through"
             return self._set(HALF_OPEN)
         return None
 
@@ -203,4 +219,6 @@ class CircuitBreaker:
     def _set(self, state: str) -> str:
         self._state = state
         self.transitions += 1
+        if self._on_change is not None:
+            self._on_change(state)
         return state

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
+from dataclasses import replace
 
 from policies import NAMES
 
@@ -16,32 +18,72 @@ from .config import (
     summarize,
     with_overrides,
 )
-from .logs import setup_logging
+from .logs import set_process_name, setup_logging
+
+
+EXIT_CODES = """\
+exit codes:
+  0    done; serve and demo: stopped by SIGTERM or Ctrl-C after draining
+  1    cannot start: a port in use, an unreadable certificate or GeoIP database,
+       a worker that died
+  2    invalid configuration (every problem is printed with its key path) or a bad
+       command line
+  130  interrupted (Ctrl-C) before serving
+  141  stdout was closed early (e.g. piped into head): stops quietly
+"""
+# The container image sets it to /etc/edge-router/config.toml: a mounted file is used,
+# and without one the image still runs (the built-in config, and it says so).
+CONFIG_ENV = "EDGE_ROUTER_CONFIG"
+TOKEN_HELP = """\
+The admin token is read at start-up from the environment variable named by
+[admin] token_env, EDGE_ROUTER_ADMIN_TOKEN by default; without it every admin
+mutation answers 403. It is never read from the config file.
+"""
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="edge-router", description="Global traffic-steering reverse proxy."
+        prog="edge-router", description="Global traffic-steering reverse proxy.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True)
 
     def serve_flags(sp: argparse.ArgumentParser, with_config: bool) -> None:
         if with_config:
-            sp.add_argument("--config", metavar="FILE", help="TOML config (default: the built-in seed config)")
+            sp.add_argument("--config", metavar="FILE",
+                            help=f"TOML config (default: ${CONFIG_ENV} if that file exists, else the built-in "
+                                 "seed config)")
             sp.add_argument("--strategy", choices=NAMES, help="routing strategy")
             sp.add_argument("--geoip-db", metavar="FILE", help="MaxMind DB (GeoLite2/GeoIP2 Country or City)")
             sp.add_argument("--workers", type=int, metavar="N",
                             help="worker processes sharing the port (SO_REUSEPORT); default 1")
         sp.add_argument("--listen", metavar="HOST:PORT", help="traffic listener")
         sp.add_argument("--admin", metavar="HOST:PORT", help="admin API listener")
-        sp.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+        sp.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        help="process log level (overrides [log] level); debug shows each routing decision")
 
-    serve_flags(sub.add_parser("serve", help="run the router (production entry point)"), True)
-    serve_flags(sub.add_parser("demo", help="four simulated regions and the router in front, on loopback"), False)
-    cc = sub.add_parser("check-config", help="validate a config file")
-    cc.add_argument("file")
-    geo = sub.add_parser("geo", help="country and region for an IP address")
-    geo.add_argument("ip")
+    serve_flags(sub.add_parser(
+        "serve", help="run the router (production entry point)",
+        description="Run the router. Without --config it serves the built-in seed deployment "
+                    "(`edge-router check-config --print-default` prints it).",
+        epilog=TOKEN_HELP + "\n" + EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    ), True)
+    serve_flags(sub.add_parser(
+        "demo", help="four simulated regions and the router in front, on loopback",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    ), False)
+    cc = sub.add_parser(
+        "check-config", help="validate a config file, or print the built-in one",
+        epilog="exit codes: 0 valid, 2 problems (each printed with its key path)",
+    )
+    cc.add_argument("file", nargs="?", help="the TOML config file to check")
+    cc.add_argument("--print-default", action="store_true",
+                    help="print the built-in config (the seed deployment) as a TOML file to start from")
+    geo = sub.add_parser(
+        "geo", help="country and region for an IP address",
+        epilog="exit codes: 0 answered, 1 no or unreadable database, 2 not an IP address",
+    )
+    geo.add_argument("ip", help="IPv4 or IPv6 address to look up")
     geo.add_argument("--db", metavar="FILE", help="MaxMind DB (default: the config's)")
     geo.add_argument("--config", metavar="FILE", help="config for the country map (default: built-in)")
     from .simulator.cli import CONTROL_HELP, add_arguments
@@ -55,10 +97,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    # Line-buffered, so that a reader who leaves (`| head`) is noticed here, not at exit.
+    if hasattr(sys.stdout, "reconfigure"):  # not when a test harness replaced it
+        sys.stdout.reconfigure(line_buffering=True)
     try:
+        args = _parser().parse_args(argv)
         if args.command == "check-config":
-            return check_config(args.file)
+            return check_config(args.file, args.print_default)
         if args.command == "geo":
             return geo_command(args)
         if args.command == "serve":
@@ -78,13 +123,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Stop quietly, as Unix tools do; nothing more can reach the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as exc:  # a port in use, a certificate that cannot be read, ...
         print(f"edge-router: cannot start: {exc}", file=sys.stderr)
         return 1
     return 1
 
 
-def check_config(path: str) -> int:
+def check_config(path: str | None, print_default: bool = False) -> int:
+    if print_default:
+        from .defaults import SEED_TOML
+
+        print("# edge-router built-in configuration: the seed deployment.")
+        print("# Save it, edit it, check it with `edge-router check-config FILE`,")
+        print("# run it with `edge-router serve --config FILE`.")
+        print(SEED_TOML, end="")
+        return 0
+    if path is None:
+        print("edge-router check-config: give a FILE, or --print-default", file=sys.stderr)
+        return 2
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -119,8 +179,15 @@ def serve(args: argparse.Namespace) -> int:
 
     from .server import Router, install_uvloop, open_geo, serve_until_signalled
 
+    env_config = os.environ.get(CONFIG_ENV, "")
+    if not args.config and env_config and os.path.isfile(env_config):
+        args.config = env_config
     config = _load(args)
-    setup_logging(config.log.level)
+    setup_logging(config.log.level, fmt=config.log.format)
+    if config.workers > 1:
+        set_process_name("supervisor")
+    if not args.config:
+        config = _builtin_notice(config, env_config, explicit_db=bool(args.geoip_db))
     try:
         geo = open_geo(config)
     except GeoDatabaseError as exc:
@@ -137,6 +204,24 @@ def serve(args: argparse.Namespace) -> int:
     install_uvloop()
     asyncio.run(serve_until_signalled(Router(config, geo)))
     return 0
+
+
+def _builtin_notice(config: Config, env_config: str, explicit_db: bool) -> Config:
+    """Say, first, that the built-in config is served and where its regions are.
+    Its GeoIP database missing, serve without one rather than not at all."""
+    log = logging.getLogger("edge_router.cli")
+    why = f"no --config and no file at ${CONFIG_ENV} ({env_config})" if env_config else "no --config"
+    log.warning(
+        "%s: serving the built-in seed deployment, regions %s "
+        "(`edge-router check-config --print-default` prints it)",
+        why, ", ".join(f"{r.id} at {r.api}" for r in config.regions),
+    )
+    db = config.geo.database
+    if db and not explicit_db and not os.path.exists(db):
+        log.warning("no GeoIP database at %s: every client goes to the default region %s "
+                    "(mount one there, or pass --geoip-db FILE)", db, config.default_region)
+        config = replace(config, geo=replace(config.geo, database=None))
+    return config
 
 
 def geo_command(args: argparse.Namespace) -> int:

@@ -50,6 +50,7 @@ class GeoConfig:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     # region id -> ISO 3166-1 alpha-2 codes (upper case), as written in [geo.countries]
     countries: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    country_header: bool = False  # answer with X-Edge-Country: the client's ISO code
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,7 @@ class DegradeConfig:
 class LogConfig:
     level: str = "info"
     access_log: bool = False  # JSON line per request on stdout
+    format: str = "text"  # process log on stderr: "text" lines or "json" objects
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,7 +409,8 @@ def _network(value: Any) -> IPNetwork:
 
 _LISTEN = {"address": _address, "tls_cert": _string, "tls_key": _string}
 _ADMIN = {"address": _address, "token_env": _string}
-_GEO = {"database": str, "trusted_proxies": _string_list, "countries": dict}  # checked below
+_GEO = {"database": str, "trusted_proxies": _string_list, "countries": dict,  # checked below
+        "country_header": _boolean}
 _PROBE = {
     "interval": _duration(), "timeout": _duration(), "fall": _integer(1), "rise": _integer(1),
     "latency_interval": _duration(), "fast_interval": _duration(),
@@ -431,7 +434,9 @@ _LIMITS = {
     "body_timeout": _duration(), "send_timeout": _duration(), "max_connections": _integer(1),
     "max_response_header_bytes": _integer(1024),
 }
-_LOG = {"level": _choice(LOG_LEVELS, "log level"), "access_log": _boolean}
+LOG_FORMATS = ("text", "json")
+_LOG = {"level": _choice(LOG_LEVELS, "log level"), "access_log": _boolean,
+        "format": _choice(LOG_FORMATS, "log format")}
 _DEGRADE = {
     "error_rate": _number(high=1.0), "latency": _duration(), "window": _duration(),
     "min_requests": _integer(1),
@@ -675,7 +680,8 @@ def _geo(c: _Checker, raw: Any, known: set[str]) -> GeoConfig:
             mine.append(code)
         countries[rid] = tuple(mine)
     return GeoConfig(database=database, trusted_proxies=tuple(proxies),
-                     countries=MappingProxyType(countries))
+                     countries=MappingProxyType(countries),
+                     country_header=got.get("country_header", False))
 
 
 def _residency(c: _Checker, raw: list, known: set[str]) -> tuple[ResidencyRule, ...]:

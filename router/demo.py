@@ -21,6 +21,16 @@ from .simulator import RegionSpec, Simulator
 
 # One-way latencies as seen from a router near us-east-1.
 DEMO_LATENCIES = {"us-east-1": 0.008, "us-west-2": 0.035, "eu-west-1": 0.040, "ap-southeast-1": 0.110}
+# The seed homes no country in us-west-2 (a standby); the demo moves Canada there
+# so that one of its addresses shows that region too.
+DEMO_MOVES = {"CA": "us-west-2"}
+
+
+def _demo_countries(countries) -> dict[str, tuple[str, ...]]:
+    out = {rid: tuple(c for c in codes if c not in DEMO_MOVES) for rid, codes in countries.items()}
+    for code, rid in DEMO_MOVES.items():
+        out[rid] = (*out.get(rid, ()), code)
+    return out
 
 
 def demo_config(ports: dict[str, int], geo_db: str, listen: str, admin: str) -> Config:
@@ -44,7 +54,11 @@ def demo_config(ports: dict[str, int], geo_db: str, listen: str, admin: str) -> 
             database=geo_db,
             # curl on this machine is the "load balancer" whose X-Forwarded-For we believe
             trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")),
+            countries=_demo_countries(base.geo.countries),
+            country_header=True,  # curl -i shows X-Edge-Country next to X-Edge-Region
         ),
+        # One JSON line per request on stdout, so that a person sees each request.
+        log=replace(base.log, access_log=True),
         probe=replace(base.probe, interval=2.0, timeout=1.0, fast_interval=0.5, down_interval=1.0,
                       latency_interval=2.0),
         breaker=replace(base.breaker, open_for=5.0),
@@ -63,8 +77,11 @@ def _banner(router: Router, sim: Simulator, clients, token: str) -> str:
         f"  simulator: http://{sim.host}:{sim.control_port}/regions",
         "  regions:   " + ", ".join(f"{r} on :{p}" for r, p in sim.ports.items()),
         "",
-        "Try (the X-Forwarded-For address picks the country; the answer's X-Edge-Region shows the region):",
+        "Try (the X-Forwarded-For address picks the country, shown in X-Edge-Country;",
+        "X-Edge-Region names the region that answered; each request is logged on stdout):",
     ]
+    home = router.config.country_home
+    clients = [c._replace(region=home.get(c.country, router.config.default_region)) for c in clients]
     seen = set()
     for c in clients:
         if c.region in seen and c.country != "ZA":
@@ -108,7 +125,7 @@ async def _demo(args: argparse.Namespace, workdir: str) -> None:
         )
         if args.log_level:
             config = replace(config, log=replace(config.log, level=args.log_level))
-        setup_logging(config.log.level)
+        setup_logging(config.log.level, fmt=config.log.format)
         router = Router(config, GeoReader(db))
         await serve_until_signalled(
             router, on_ready=lambda r: print(_banner(r, sim, clients, token), flush=True)

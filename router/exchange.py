@@ -17,6 +17,7 @@ from policies.model import RequestFacts
 
 from .errors import NotSent, Rejected, Sent
 from .http1 import LAST_CHUNK, encode_chunk, error_response, status_line
+from .logs import log_route, routing_log
 from .retry import RETRY, RETRY_STATUSES, retry_decision
 from .state import panic_pick, skip_reason
 
@@ -496,6 +497,10 @@ class Exchange:
             self.close_after = True
         elif req.version == "1.0":
             parts.append(b"Connection: keep-alive\r\n")
+        # -- polish (issue 15): X-Edge-Country behind [geo] country_header, off by default
+        if self.proxy.config.geo.country_header:
+            parts.append(b"X-Edge-Country: %s\r\n" % (self.country or "XX").encode())
+        # -- end polish
         parts.append(b"X-Edge-Region: %s\r\nX-Request-Id: %s\r\n\r\n" % (region.encode(), self.request_id))
         self.head_sent = True
         early, complete, failed = self.conn.relay()
@@ -577,7 +582,11 @@ class Exchange:
         region = self.region if self.head_sent and self.rt is not None and self.status else "none"
         proxy.metrics.count_request(region, status, proxy.store.strategy)
         duration = proxy.clock.now() - self.req.started
-        if self.rt is not None:
+        if region != "none":
             self.rt.metrics.request_duration.observe(duration)
+        else:  # polish (issue 15): the router's own answers have a duration too
+            proxy.metrics.none_duration.observe(duration)
         if proxy.access_log is not None:
             proxy.access_log(self, duration)
+        if routing_log.isEnabledFor(logging.DEBUG):  # polish (issue 15): the routing decision
+            log_route(self, region, status)

@@ -1,10 +1,16 @@
-"""Logging: human lines for the process log, JSON lines for audit and access."""
+"""Logging: the process log on stderr (text lines or JSON objects, `[log] format`),
+JSON audit lines, and the JSON access log on stdout.
+
+Every timestamp is ISO-8601 UTC with milliseconds ("2026-11-29T18:58:41.853Z").
+Under `--workers` every line names its process ("worker 2", "supervisor").
+"""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
@@ -13,37 +19,128 @@ if TYPE_CHECKING:
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
+# Which process of a `--workers` group this is; None for a single process.
+_process: str | None = None
 
-class _AuditFormatter(logging.Formatter):
-    """The record's message is a JSON object; add the time in front of its fields."""
+
+def set_process_name(name: str | None) -> None:
+    """Name this process in every later log and access line (e.g. "worker 2")."""
+    global _process
+    _process = name
+
+
+class _Clock:
+    """ISO-8601 UTC text for a time.time() value; the seconds part is made once a second."""
+
+    __slots__ = ("_second", "_prefix")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, t: float) -> str:
+        second = int(t)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return "%s.%03dZ" % (self._prefix, int((t - second) * 1000))
+
+
+iso_time = _Clock()
+
+
+def _base(record: logging.LogRecord) -> dict[str, Any]:
+    fields: dict[str, Any] = {"time": iso_time(record.created), "level": record.levelname.lower(),
+                              "logger": record.name}
+    if _process is not None:
+        fields["process"] = _process
+        fields["pid"] = os.getpid()
+    return fields
+
+
+class TextFormatter(logging.Formatter):
+    """`2026-11-29T18:58:41.853Z WARNING edge_router.state [worker 2]: message`."""
 
     def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        return '{"time":"%s.%03dZ",%s' % (ts, int(record.msecs), record.getMessage()[1:])
+        who = f" [{_process}]" if _process is not None else ""
+        line = f"{iso_time(record.created)} {record.levelname} {record.name}{who}: {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
-def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, [process, pid], message[, exception]."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = _base(record)
+        fields["message"] = record.getMessage()
+        if record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(fields).decode()
+
+
+class AuditFormatter(logging.Formatter):
+    """The record's message is a JSON object (router/admin.py); it stays one JSON
+    object, with time (and, in json format, level and logger) in front."""
+
+    def __init__(self, json_format: bool) -> None:
+        super().__init__()
+        self.json_format = json_format
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = _base(record)
+        if not self.json_format:
+            del fields["level"], fields["logger"]
+        fields.update(orjson.loads(record.getMessage()))
+        return orjson.dumps(fields).decode()
+
+
+def setup_logging(level: str = "info", stream: TextIO | None = None, fmt: str = "text") -> None:
     stream = stream or sys.stderr
     root = logging.getLogger("edge_router")
     root.handlers.clear()
     root.setLevel(_LEVELS.get(level, logging.INFO))
     h = logging.StreamHandler(stream)
-    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    h.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(h)
     root.propagate = False
+    # The libraries' own complaints (an aiohttp handler error, a task exception
+    # nobody retrieved) come out in the same format, not as bare text.
+    for name in ("aiohttp", "asyncio"):
+        lib = logging.getLogger(name)
+        lib.handlers[:] = [h]
+        lib.setLevel(max(logging.WARNING, root.level))
+        lib.propagate = False
     audit = logging.getLogger("edge_router.audit")
     audit.handlers.clear()
     ah = logging.StreamHandler(stream)
-    ah.setFormatter(_AuditFormatter())
+    ah.setFormatter(AuditFormatter(json_format=fmt == "json"))
     audit.addHandler(ah)
     audit.setLevel(logging.INFO)  # audit lines are written whatever the log level
     audit.propagate = False
 
 
+routing_log = logging.getLogger("edge_router.routing")
+
+
+def log_route(ex: "Exchange", region: str, status: int) -> None:
+    """One DEBUG line per request: who, where from, the strategy's order, what was
+    passed over and why, and where it went."""
+    skipped = ", ".join(f"{rid} {why}" for rid, why in ex.skipped or ()) or "none"
+    routing_log.debug(
+        "route %s %s request_id=%s client=%s country=%s strategy=%s order=[%s] skipped=[%s]"
+        " -> %s status=%d attempts=%d",
+        ex.req.method, ex.req.url.decode("latin-1")[:200], ex.request_id.decode("latin-1"),
+        ex.client_ip, ex.country or "-", ex.proxy.store.strategy, ", ".join(ex.order), skipped,
+        region, status, ex.attempts,
+    )
+
+
 class AccessLog:
     """One JSON line per request (orjson), written to a stream (stdout)."""
 
-    __slots__ = ("_write", "flush")
+    __slots__ = ("_write", "flush", "_process")
 
     def __init__(self, stream: TextIO | None = None) -> None:
         stream = stream or sys.stdout
@@ -51,25 +148,24 @@ class AccessLog:
         self._write = buf.write if buf is not None else (lambda b: stream.write(b.decode()))
         # Buffered for speed; the server flushes it on every tick (0.5 s).
         self.flush = buf.flush if buf is not None else stream.flush
+        self._process = _process
 
     def __call__(self, ex: "Exchange", duration: float) -> None:
         req = ex.req
-        self._write(
-            orjson.dumps(
-                {
-                    "time": time.time(),
-                    "request_id": ex.request_id.decode("latin-1"),
-                    "client": ex.client_ip,
-                    "country": ex.country,
-                    "method": req.method,
-                    "path": req.url.decode("latin-1")[:512],
-                    "region": ex.region if ex.status else None,
-                    "strategy": ex.proxy.store.strategy,
-                    "status": ex.status or 499,
-                    "attempts": ex.attempts,
-                    "upstream_ms": round(ex.upstream_time * 1000, 3),
-                    "duration_ms": round(duration * 1000, 3),
-                },
-                option=orjson.OPT_APPEND_NEWLINE,
-            )
-        )
+        line = {
+            "time": iso_time(time.time()),
+            "request_id": ex.request_id.decode("latin-1"),
+            "client": ex.client_ip,
+            "country": ex.country,
+            "method": req.method,
+            "path": req.url.decode("latin-1")[:512],
+            "region": ex.region if ex.status else None,
+            "strategy": ex.proxy.store.strategy,
+            "status": ex.status or 499,
+            "attempts": ex.attempts,
+            "upstream_ms": round(ex.upstream_time * 1000, 3),
+            "duration_ms": round(duration * 1000, 3),
+        }
+        if self._process is not None:
+            line["process"] = self._process
+        self._write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))

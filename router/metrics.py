@@ -30,6 +30,9 @@ LATENCY_BUCKETS = (
     0.6, 1.0, 1.5, 2.0, 2.5, 4.0, 6.0, 10.0,
 )
 BREAKER_VALUES = {"closed": 0, "half-open": 1, "open": 2}
+# Health probe results: a 2xx; the region answered something else; no answer in
+# time; no answer at all (refused, reset, TLS, DNS).
+PROBE_RESULTS = ("ok", "failure", "timeout", "network")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -83,6 +86,8 @@ class HotPathCollector:
             for region, rm in m.region_metrics.items():
                 h = getattr(rm, attr)
                 fam.add_metric([region], h.buckets(), h.sum)
+            if attr == "request_duration":  # the router's own answers
+                fam.add_metric(["none"], m.none_duration.buckets(), m.none_duration.sum)
             yield fam
         fam = GaugeMetricFamily("edge_router_requests_in_flight", "Requests being forwarded to a region.",
                                 labels=["region"])
@@ -149,6 +154,19 @@ class Metrics:
             "edge_router_connections_refused",
             "Client connections refused at once because limits.max_connections were open.", registry=r,
         )
+        # -- polish (issue 15): breaker transitions, probe results, the router's own answers
+        self.breaker_transitions = Counter(
+            "edge_router_breaker_transitions", "Circuit breaker state changes, by the state entered.",
+            ["region", "to"], registry=r,
+        )
+        self.probes = Counter(
+            "edge_router_probes",
+            "Health probes by result: ok (2xx), failure (another status), timeout, network "
+            "(refused, reset, TLS, DNS).",
+            ["region", "result"], registry=r,
+        )
+        self.none_duration = LocalHistogram()  # request_duration{region="none"}
+        # -- end polish
         self._strategy = ""
         self.regions = regions
         for rid in regions:
@@ -183,7 +201,8 @@ class Metrics:
 class RegionMetrics:
     """The label children of one region, bound once."""
 
-    __slots__ = ("upstream_latency", "request_duration", "healthy", "probe_latency", "circuit", "degraded")
+    __slots__ = ("upstream_latency", "request_duration", "healthy", "probe_latency", "circuit",
+                 "transitions", "probe_results", "degraded")
 
     def __init__(self, m: Metrics, region: str) -> None:
         self.upstream_latency = LocalHistogram()
@@ -191,4 +210,7 @@ class RegionMetrics:
         self.healthy = m.region_healthy.labels(region)
         self.probe_latency = m.probe_latency.labels(region)
         self.circuit = m.circuit_state.labels(region)
+        # Every series at 0 from the start: rate() and alerts see them before the first event.
+        self.transitions = {to: m.breaker_transitions.labels(region, to) for to in BREAKER_VALUES}
+        self.probe_results = {result: m.probes.labels(region, result) for result in PROBE_RESULTS}
         self.degraded = m.region_degraded.labels(region)

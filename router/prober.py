@@ -16,12 +16,49 @@ import random
 import ssl
 
 import aiohttp
+from yarl import URL
 
 from .config import Config
 from .pool import client_ssl_context
 from .state import RegionRuntime, RegionStore
 
 log = logging.getLogger("edge_router.prober")
+
+
+def probe_result(ok: bool, why: str) -> str:
+    """The `result` label of edge_router_probes_total for probe_once's verdict."""
+    if ok:
+        return "ok"
+    if why.startswith("HTTP "):
+        return "failure"
+    if why.startswith("timeout"):
+        return "timeout"
+    return "network"
+
+
+def describe_probe_error(exc: BaseException, url: str) -> str:
+    """A failed probe in words, e.g. "connect refused to health-eu-west-1:443"
+    (aiohttp's own messages carry reprs such as the SSLContext object)."""
+    u = URL(url)
+    where = f"{u.host}:{u.port}"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"DNS lookup failed for {u.host}: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert = exc.certificate_error
+        return f"TLS certificate of {where} did not verify: {getattr(cert, 'verify_message', None) or cert}"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS handshake with {where} failed: {getattr(exc.os_error, 'reason', None) or exc.os_error}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return f"connect refused to {where}"
+        return f"cannot connect to {where}: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return f"{where} closed the connection without an answer"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error with {where}: {exc.reason or exc}"
+    if isinstance(exc, OSError):
+        return f"connection to {where} failed: {exc.strerror or exc}"
+    return f"probe of {url} failed: {exc or type(exc).__name__}"
 
 
 class Prober:
@@ -76,12 +113,13 @@ class Prober:
         except asyncio.TimeoutError:
             return False, None, f"timeout after {self.config.probe.timeout:g}s"
         except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
-            return False, None, f"{type(exc).__name__}: {exc}"
+            return False, None, describe_probe_error(exc, rt.config.health)
 
     async def _health_loop(self, rt: RegionRuntime) -> None:
         probe = self.config.probe
         while True:
             ok, _elapsed, why = await self.probe_once(rt)
+            rt.metrics.probe_results[probe_result(ok, why)].inc()
             before = rt.health.healthy
             self.store.record_probe(rt, ok, None)
             if not ok and before is not False:

@@ -126,11 +126,13 @@ class RegionStore:
         self._cap_hit = False  # the ejection cap kept a breaker closed (logged once)
         self._panicked: set[str] = set()  # regions in a breaker-panic episode (logged once)
         for rc in config.regions:
+            rm = metrics.region_bound(rc.id)
             rt = RegionRuntime(
                 rc,
-                CircuitBreaker(config.breaker, may_open=self.may_eject),
+                CircuitBreaker(config.breaker, may_open=self.may_eject,
+                               on_change=lambda to, c=rm.transitions: c[to].inc()),
                 HealthState.from_config(config.probe),
-                metrics.region_bound(rc.id),
+                rm,
             )
             rt.degrade = Degrade(config.degrade)
             rt.slow_start = SlowStart(config.slow_start)
@@ -274,7 +276,11 @@ class RegionStore:
     def breaker_changed(self, rt: RegionRuntime, new_state: str | None) -> None:
         if new_state is not None:
             level = logging.WARNING if new_state == OPEN else logging.INFO
-            log.log(level, "breaker %s: %s", rt.id, new_state)
+            b = rt.breaker
+            if new_state == OPEN:
+                log.log(level, "breaker %s: open for %gs: %s", rt.id, b.open_for, b.why)
+            else:
+                log.log(level, "breaker %s: %s: %s", rt.id, new_state, b.why)
             self.publish()
 
     def may_eject(self) -> bool:
@@ -312,7 +318,11 @@ class RegionStore:
                         rt.id, rt.health.held_flaps, self.config.probe.flap_window,
                         self.config.probe.flap_limit, self.config.probe.flap_hold)
         if changed:
-            log.warning("region %s is now %s", rt.id, "healthy" if rt.health.healthy else "UNHEALTHY")
+            # Lost is worth a warning; found (at start-up, or back) is news.
+            if rt.health.healthy:
+                log.info("region %s is now healthy%s", rt.id, " again" if was is False else "")
+            else:
+                log.warning("region %s is now UNHEALTHY (%d probes failed in a row)", rt.id, rt.health.fall)
             if was is False and rt.health.healthy:
                 # Back after being down: let trial requests through at once
                 # rather than keep it out for the rest of open_for.

@@ -36,7 +36,7 @@ from yarl import URL
 from .admin import MUTATIONS, _error, _json, audit, authorize, build_app
 from .aggregate import merge_metrics, merge_states
 from .config import Address, Config
-from .logs import setup_logging
+from .logs import set_process_name, setup_logging
 from .metrics import CONTENT_TYPE
 
 log = logging.getLogger("edge_router.workers")
@@ -124,7 +124,8 @@ def _worker(config: Config, internal_token: str, report_fd: int, sock: socket.so
     return 0
 
 
-def _spawn(worker_cfg: Config, internal: str, sock: socket.socket, close_fds: list[int]) -> tuple[int, int]:
+def _spawn(worker_cfg: Config, internal: str, sock: socket.socket, close_fds: list[int],
+           slot: int = 0) -> tuple[int, int]:
     """Fork one worker; (its pid, the read end of the pipe it reports its
     admin port on). Safe from inside the supervisor's running loop: the child
     drops the parent's loop, signal wake-up and sockets before it starts."""
@@ -132,6 +133,7 @@ def _spawn(worker_cfg: Config, internal: str, sock: socket.socket, close_fds: li
     pid = os.fork()
     if pid == 0:  # the worker
         code = 1
+        set_process_name(f"worker {slot}")  # in every log line it writes
         try:
             signal.set_wakeup_fd(-1)  # else a signal here would wake the supervisor's loop
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -165,7 +167,7 @@ def run_workers(config: Config, n: int) -> int:
 
     def spawn(slot: int, close_fds: list[int]) -> tuple[int, int]:
         others = [s.fileno() for i, s in enumerate(socks) if i != slot]
-        return _spawn(worker_cfg, internal, socks[slot], others + close_fds)
+        return _spawn(worker_cfg, internal, socks[slot], others + close_fds, slot)
 
     children = [spawn(i, []) for i in range(n)]
     ports = []
@@ -416,7 +418,8 @@ class Supervisor:
 
 
 def serve_workers(config: Config) -> int:
-    setup_logging(config.log.level)
+    setup_logging(config.log.level, fmt=config.log.format)
+    set_process_name("supervisor")
     try:
         return run_workers(config, config.workers)
     except OSError as exc:

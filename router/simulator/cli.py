@@ -4,12 +4,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import ssl
 import sys
 
+from ..logs import setup_logging
 from .control import Simulator
 from .faults import parse_duration
 from .region import DEFAULT_SPECS, RegionSpec
@@ -109,8 +109,7 @@ def run(args: argparse.Namespace) -> int:
     if args.tls_key and not args.tls_cert:
         print("simulator: --tls-key needs --tls-cert", file=sys.stderr)
         return 2
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level.lower())  # the router's format: ISO-8601 UTC times
     ssl_context = None
     if args.tls_cert:
         try:

@@ -487,11 +487,17 @@ def test_demo_starts_serves_and_stops_on_ctrl_c():
         regions = set()
         for ln in curls:
             ip = ln.split("X-Forwarded-For: ")[1].split("'")[0]
-            expected = ln.rsplit("-> ", 1)[1].strip()
+            country, expected = ln.rsplit("# ", 1)[1].split(":")[-1].strip().split(" -> ")
             resp = request(port, "GET", "/api/v1/echo", headers={"X-Forwarded-For": ip})
             assert resp.status == 200 and resp.region == expected
+            assert resp.headers["x-edge-country"] == country  # the demo turns the header on
             regions.add(expected)
-        assert {"us-east-1", "eu-west-1", "ap-southeast-1"} <= regions
+        # Every region, us-west-2 (a standby in the seed map) included.
+        assert regions == {"us-east-1", "us-west-2", "eu-west-1", "ap-southeast-1"}
+        assert any(ln.startswith("  curl") and "# restore it" in ln for ln in lines)
+        # The demo logs each request (the access log, one JSON object per line).
+        wait_until(lambda: any(ln.startswith('{"time":') and '"request_id"' in ln for ln in lines),
+                   10, what="access log line")
     finally:
         import signal as _signal
 

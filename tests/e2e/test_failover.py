@@ -133,7 +133,10 @@ def test_post_dropped_after_body_is_never_sent_twice_but_get_moves_on(sim, route
 
 
 def test_gray_failure_opens_the_breaker_and_closes_through_half_open(sim, router_factory):
-    rp = router_factory(make_config(sim.ports, breaker={"consecutive_failures": 5, "open_for": "1s"}))
+    # The simulator's faults answer 500: an application error, which counts
+    # toward the breaker only when the operator lists it (breaker.failure_statuses).
+    rp = router_factory(make_config(sim.ports, breaker={"consecutive_failures": 5, "open_for": "1s",
+                                                        "failure_statuses": [500]}))
     sim.fault("eu-west-1", error_rate=1.0)
     seen = []
 

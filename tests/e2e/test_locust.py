@@ -129,3 +129,75 @@ def test_admin_failure_stops_the_run(stack, tmp_path):
     assert done.returncode == 1, done.stdout[-4000:]
     assert "401" in done.stdout and "setup failed" in done.stdout, done.stdout[-4000:]
     assert sum(sim.stats(rid)["by_path"].get(API, 0) for rid in REGIONS) == 0
+
+
+def test_paths_for_a_real_api_named_per_region(stack, tmp_path):
+    """--paths with weights and a JSON body; the stats rows are per answering region."""
+    sim, router = stack
+    sim.reset_stats()
+    body = tmp_path / "payment.json"
+    body.write_text('{"amount": "12.50", "currency": "EUR"}')
+    r = run_locust(router, tmp_path, "--paths", "GET /api/v1/health:3,POST /api/v1/payments:1",
+                   "--body", str(body), "--csv", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stdout[-3000:]
+    import csv
+
+    with open(tmp_path / "run_stats.csv", newline="") as f:
+        rows = [row for row in csv.DictReader(f) if row["Name"] != "Aggregated"]
+    count = {row["Name"]: int(row["Request Count"]) for row in rows}
+    for rid in REGIONS:  # round-robin: every region answered both paths
+        assert f"GET /api/v1/health [{rid}]" in count, count
+        assert f"POST /api/v1/payments [{rid}]" in count, count
+    served = {rid: sim.stats(rid) for rid in REGIONS}
+    assert sum(s["payments"] for s in served.values()) > 0  # the JSON body was accepted (201)
+    assert sum(s["by_path"].get(API, 0) for s in served.values()) == 0  # only the given paths
+    gets = sum(n for name, n in count.items() if name.startswith("GET /api/v1/health"))
+    posts = sum(n for name, n in count.items() if name.startswith("POST /api/v1/payments"))
+    assert 1.5 < gets / posts < 6, (gets, posts)  # weights 3:1
+
+
+def test_bad_paths_stop_the_run(stack, tmp_path):
+    sim, router = stack
+    r = run_locust(router, tmp_path, "--paths", "FETCH /x:1")
+    assert r.returncode == 1
+    assert "--paths 'FETCH /x:1': method must be one of" in r.stdout
+
+
+def test_web_ui_shows_the_split_live(stack, tmp_path):
+    """The web UI (on 127.0.0.1) lists per-region rows while the test is still running."""
+    import json
+    import time
+    import urllib.request
+
+    from harness import free_port
+
+    sim, router = stack
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
+    env["EDGE_ROUTER_ADMIN_TOKEN"] = TOKEN
+    proc = subprocess.Popen(
+        [*locust_command(), "-f", str(LOCUSTFILE), "--web-host", "127.0.0.1", "--web-port", str(port),
+         "--autostart", "-u", "4", "-r", "4", "--run-time", "60s",
+         "--host", f"http://127.0.0.1:{router.port}", "--admin-url", f"http://127.0.0.1:{router.admin}",
+         "--mode", "round-robin"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        names: set[str] = set()
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and not all(f"/api/v1/echo [{r}]" in names for r in REGIONS):
+            time.sleep(0.5)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats/requests", timeout=5) as resp:
+                    names = {row["name"] for row in json.load(resp)["stats"]}
+            except OSError:
+                continue
+        assert all(f"/api/v1/echo [{r}]" in names for r in REGIONS), names
+        assert proc.poll() is None  # still running: the split is live, not an end-of-run report
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
