@@ -24,6 +24,8 @@ ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 def captured():
     """setup_logging into a buffer; the process name and handlers restored afterwards."""
     buf = io.StringIO()
+    names = ("edge_router", "edge_router.audit", "aiohttp", "asyncio")
+    saved = {n: (lg.handlers[:], lg.level, lg.propagate) for n in names for lg in [logging.getLogger(n)]}
 
     def setup(fmt):
         logs.setup_logging("debug", stream=buf, fmt=fmt)
@@ -31,7 +33,10 @@ def captured():
 
     yield setup
     logs.set_process_name(None)
-    logs.setup_logging("info")
+    # As they were: other tests read records through propagation (caplog).
+    for n, (handlers, level, propagate) in saved.items():
+        lg = logging.getLogger(n)
+        lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
 
 
 def test_iso_time_is_utc_with_milliseconds():
