@@ -199,4 +199,5 @@ class RedisDecisionStore:
             pass
 
     async def close(self) -> None:
+        await self._drop_connections()
         await self.client.aclose()
