@@ -117,6 +117,9 @@ class LimitsConfig:
     send_timeout: float = 60.0  # client not reading its answer this long -> cut (nginx send_timeout)
     max_connections: int | None = None  # client connections; None: sized from RLIMIT_NOFILE
     max_response_header_bytes: int = 65536  # larger region head -> 502 upstream_head_too_large
+    tunnel_idle_timeout: float = 300.0  # a WebSocket tunnel with no byte either way is closed
+    tunnel_drain_timeout: float = 60.0  # a disabled region's tunnels live this long, then close
+    max_tunnels: int | None = None  # open WebSocket tunnels; None: half of max_connections
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +219,7 @@ class Config:
     # strategy name -> its Settings, from the table named after it ([least_latency])
     strategies: Mapping[str, Any] = field(default_factory=dict)
     rate_limit: RateLimitConfig = RateLimitConfig()
+    notify: tuple["NotifyConfig", ...] = ()
 
     @property
     def country_home(self) -> Mapping[str, str]:
@@ -474,6 +478,8 @@ _LIMITS = {
     "max_attempts": _integer(1), "drain_timeout": _duration(allow_zero=True),
     "body_timeout": _duration(), "send_timeout": _duration(), "max_connections": _integer(1),
     "max_response_header_bytes": _integer(1024),
+    "tunnel_idle_timeout": _duration(), "tunnel_drain_timeout": _duration(allow_zero=True),
+    "max_tunnels": _integer(0),
 }
 LOG_FORMATS = ("text", "json")
 _LOG = {"level": _choice(LOG_LEVELS, "log level"), "access_log": _boolean,
@@ -528,7 +534,7 @@ _TOP = {
     "default_region": _string, "strategy": _choice(STRATEGIES, "strategy"),
     "workers": _integer(1), "listen": dict, "admin": dict, "geo": dict, "probe": dict,
     "breaker": dict, "limits": dict, "log": dict, "regions": list, "residency": list,
-    "degrade": dict, "slow_start": _duration(allow_zero=True), "state": dict, "rate_limit": dict,
+    "degrade": dict, "slow_start": _duration(allow_zero=True), "state": dict, "rate_limit": dict, "notify": list,
     **{table: dict for table in _STRATEGY_SETTINGS},
 }
 
@@ -641,6 +647,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     geo = _geo(c, top.get("geo", {}), known)
     residency = _residency(c, top.get("residency", []), known)
     rate_limit = _rate_limit(c, top.get("rate_limit", {}), state)
+    notify = _notify(c, top.get("notify", []))
 
     if c.problems:
         raise ConfigError(c.problems, source)
@@ -662,6 +669,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         residency=residency,
         workers=top.get("workers", 1),
         rate_limit=rate_limit,
+        notify=notify,
     )
 
 
@@ -963,3 +971,37 @@ def summarize(config: Config) -> str:
             lines.append(f"  {r.name}: {r.rate_text}, burst {r.burst}, per {r.key}{match}"
                          + (" (log_only)" if r.action == "log_only" else ""))
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- [[notify]]
+# Event groups a [[notify]] entry can subscribe to (router/ops/notify.py EVENT_KINDS maps
+# each event kind to one of them).
+NOTIFY_EVENTS = ("health", "breaker", "degraded", "panic", "failover", "operator", "reload")
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyConfig:
+    """One [[notify]] webhook: where, with which bearer token, for which events."""
+
+    url: str
+    token_env: str | None = None  # bearer token read from this environment variable
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    min_interval: float = 30.0  # at most one message per region per event kind per this
+
+
+_NOTIFY = {"url": _url, "token_env": _string, "events": _string_list, "min_interval": _duration(allow_zero=True)}
+
+
+def _notify(c: _Checker, raw: list) -> tuple[NotifyConfig, ...]:
+    out: list[NotifyConfig] = []
+    for i, entry in enumerate(raw):
+        path = f"notify[{i}]"
+        got = c.table(entry, path, _NOTIFY)
+        if "events" in got:
+            events = c.items(got["events"], f"{path}.events", _choice(NOTIFY_EVENTS, "event"))
+            if not got["events"]:
+                c.add(f"{path}.events", "must not be empty (leave it out for every event)")
+            got["events"] = tuple(dict.fromkeys(events))
+        if c.require(got, entry, path, ("url",)):
+            out.append(NotifyConfig(**got))
+    return tuple(out)

@@ -19,6 +19,7 @@ from .config import Config, ConfigError
 from .listener import ClientConnection
 from .logs import AccessLog
 from .metrics import Metrics
+from .ops.notify import Notifier
 from .pool import Endpoint, UpstreamPool, client_ssl_context
 from .prober import Prober
 from .proxy import Proxy
@@ -61,6 +62,9 @@ class Router:
         self.decisions.on_status.append(lambda up: self.metrics.state_store_up.set(1 if up else 0))
         self.store.listeners.append(lambda snap: self.metrics.set_operator_state(snap.regions))
         self.metrics.set_operator_state(self.store.snapshot.regions)
+        self.store.notifier = Notifier(
+            config.notify, count=lambda outcome: self.metrics.notifications.labels(outcome).inc(), now=self.clock.now,
+        )
         self.prober = Prober(config, self.store)
         # Config reload (SIGHUP, POST /admin/reload): re-reads and validates the file.
         self.reload_source = reload_source
@@ -102,6 +106,7 @@ class Router:
             config=cfg, store=self.store, geo=self.geo, metrics=self.metrics, clock=self.clock, access_log=access,
             rate_limiter=self.rate_limiter if self.rate_limiter.rules else None,
         )
+        self.store.listeners.append(self._tunnel_grace)
         server_ssl = None
         if cfg.listen.tls_cert:
             server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -140,6 +145,7 @@ class Router:
         self.admin_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         if not token and not self.worker:
             log.warning("no admin token in $%s: admin mutations are refused (403)", cfg.admin.token_env)
+        await self.store.notifier.start()
         if self.probing:
             await self.prober.start()
         await self.rate_limiter.start()
@@ -153,6 +159,16 @@ class Router:
                 cfg.listen.address.host, self.listen_port, cfg.admin.address.host, self.admin_port,
                 self.store.strategy, len(self.store.regions),
             )
+
+    def _tunnel_grace(self, snap) -> None:
+        """A disabled region gets no new tunnels; its open ones live
+        limits.tunnel_drain_timeout more, unless it is enabled again first."""
+        tunnels = self.proxy.tunnels
+        for v in snap.regions:
+            if v.disabled:
+                tunnels.close_region_after(v.id, self.config.limits.tunnel_drain_timeout)
+            else:
+                tunnels.cancel_grace(v.id)
 
     def _attach_pool(self, rt: RegionRuntime) -> None:
         """A new pool for the region; the old one (a reload) drains: its idle
@@ -179,6 +195,8 @@ class Router:
                 for problem in exc.problems:
                     log.error("config reload refused, running config kept: %s", problem)
                 self.metrics.config_reload_success.set(0)
+                self.store.notifier.emit("config_reload_failed", problems=len(exc.problems),
+                                         first_problem=exc.problems[0] if exc.problems else "")
                 return {"ok": False, "problems": exc.problems}
             plan = plan_reload(self.config, loaded)
             old_limits = self.config.limits
@@ -215,6 +233,7 @@ class Router:
             )
             if problems:
                 result.update(ok=False, problems=problems)
+            self.store.notifier.emit("config_reloaded", changed=", ".join(plan.changed) or "nothing")
             log.warning("config reloaded: changed %s%s", ", ".join(plan.changed) or "nothing",
                         f"; needs a restart: {', '.join(plan.needs_restart)}" if plan.needs_restart else "")
             return result
@@ -263,10 +282,14 @@ class Router:
             for c in list(proxy.connections):
                 if c.exchange is None:
                     c.close()
-            while proxy.active > 0 and loop.time() < deadline:
+            # WebSocket tunnels get the same grace as requests, then are closed.
+            while (proxy.active > 0 or proxy.tunnels.count) and loop.time() < deadline:
                 await asyncio.sleep(0.05)
             if proxy.active:
                 log.warning("drain timeout: %d requests still in flight are cut", proxy.active)
+            if proxy.tunnels.count:
+                log.warning("drain timeout: %d WebSocket tunnels are closed", proxy.tunnels.count)
+                proxy.tunnels.close_all()
             for c in list(proxy.connections):
                 c.transport.abort()
         if self._ticker is not None:
@@ -274,6 +297,7 @@ class Router:
         await self.prober.stop()
         await self.decisions.close()
         await self.rate_limiter.stop()
+        await self.store.notifier.stop()
         for rt in self.store.regions.values():
             if rt.pool is not None:
                 rt.pool.close()
