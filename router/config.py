@@ -521,10 +521,6 @@ _REGION = {
     "tls_ca": _string, "tls_cert": _string, "tls_key": _string,
 }
 _RESIDENCY = {"countries": _string_list, "regions": _string_list}
-_STATE = {
-    "backend": _choice(("memory", "file", "redis"), "state backend"), "path": _string, "url": _string,
-    "key_prefix": _string, "tls_ca": _string, "tls_cert": _string, "tls_key": _string,
-}
 _RATE_LIMIT = {
     "backend": _choice(("local", "redis"), "rate_limit backend"), "rules": list, "headers": _boolean,
     "max_keys": _integer(1), "sync_interval": _duration(), "replicas": _integer(1),
@@ -651,8 +647,6 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
 
     geo = _geo(c, top.get("geo", {}), known)
     residency = _residency(c, top.get("residency", []), known)
-    state = c.table(top.get("state", {}), "state", _STATE)
-    _check_state(c, state)
     rate_limit = _rate_limit(c, top.get("rate_limit", {}), state)
     notify = _notify(c, top.get("notify", []))
 
@@ -791,18 +785,6 @@ def _residency(c: _Checker, raw: list, known: set[str]) -> tuple[ResidencyRule, 
             ruled.setdefault(code, i)
         rules.append(ResidencyRule(frozenset(countries), tuple(dict.fromkeys(regions))))
     return tuple(rules)
-
-
-def _check_state(c: _Checker, state: dict[str, Any]) -> None:
-    backend = state.get("backend", "memory")
-    if backend == "file" and "path" not in state:
-        c.add("state.path", "required when state.backend is 'file'")
-    url = state.get("url")
-    if backend == "redis" and url is None:
-        c.add("state.url", "required when state.backend is 'redis'")
-    if url is not None and not url.startswith(("redis://", "rediss://")):
-        c.add("state.url", f"bad URL {url!r} (use redis://host:port/db or rediss://...)")
-    c.pair(state, "state", "tls_cert", "tls_key")
 
 
 # Request headers the listener consumes itself: a rule cannot key on them.
