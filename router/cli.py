@@ -18,7 +18,7 @@ from .config import (
     summarize,
     with_overrides,
 )
-from .logs import set_process_name, setup_logging
+from .logs import fatal, set_process_name, setup_logging
 
 
 EXIT_CODES = """\
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as exc:  # a port in use, a certificate that cannot be read, ...
-        print(f"edge-router: cannot start: {exc}", file=sys.stderr)
+        fatal(f"cannot start: {exc}")
         return 1
     return 1
 
@@ -191,9 +191,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         geo = open_geo(config)
     except GeoDatabaseError as exc:
-        print(f"edge-router: cannot start: {exc}", file=sys.stderr)
-        print("  get a GeoLite2-Country database from MaxMind (see README, 'Geolocation') "
-              "or pass --geoip-db FILE", file=sys.stderr)
+        fatal(f"cannot start: {exc} (get a GeoLite2-Country database from MaxMind, see README "
+              "'Geolocation', or pass --geoip-db FILE)")
         return 1
     if config.workers > 1:
         from .workers import serve_workers

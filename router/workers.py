@@ -25,7 +25,6 @@ import secrets
 import select
 import signal
 import socket
-import sys
 from dataclasses import replace
 
 import aiohttp
@@ -36,7 +35,7 @@ from yarl import URL
 from .admin import MUTATIONS, _error, _json, audit, authorize, build_app
 from .aggregate import merge_metrics, merge_states
 from .config import Address, Config
-from .logs import set_process_name, setup_logging
+from .logs import fatal, set_process_name, setup_logging
 from .metrics import CONTENT_TYPE
 
 log = logging.getLogger("edge_router.workers")
@@ -423,5 +422,5 @@ def serve_workers(config: Config) -> int:
     try:
         return run_workers(config, config.workers)
     except OSError as exc:
-        print(f"edge-router: cannot start: {exc}", file=sys.stderr)
+        fatal(f"cannot start: {exc}")
         return 1
