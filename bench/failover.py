@@ -98,9 +98,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 class Simulator:
-    def __init__(self) -> None:
+    def __init__(self, latencies: dict[str, str] | None = None) -> None:
         args = [sys.executable, "-m", "router.simulator", "--control", "0", "--host", "127.0.0.1"]
-        for rid, lat in LATENCIES.items():
+        for rid, lat in (latencies or LATENCIES).items():
             args += ["--region", f"{rid}:0:{lat}"]
         self.proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         sel = selectors.DefaultSelector()

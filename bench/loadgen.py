@@ -100,3 +100,49 @@ class ClosedLoopLoad:
         """When `region` first answered 200 after `since`."""
         with self.lock:
             return next((t for t, s, r in self.results if t >= since and s == 200 and r == region), None)
+
+
+class PacedLoad:
+    """Light traffic: one GET at a time, a new connection each, `every` seconds
+    after the last answer. Each answer is recorded as (sent, answered, status or
+    -1, X-Edge-Region or the error's name)."""
+
+    def __init__(self, port: int, every: float = 0.1, *, path: str = "/api/v1/echo",
+                 headers: dict[str, str] | None = None, host: str = "127.0.0.1"):
+        self.port, self.every, self.path, self.host = port, every, path, host
+        self.headers = headers or {}
+        self.results: list[tuple[float, float, int, str | None]] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+            sent = time.monotonic()
+            try:
+                conn.request("GET", self.path, headers=self.headers)
+                r = conn.getresponse()
+                r.read()
+                rec = (sent, time.monotonic(), r.status, r.getheader("X-Edge-Region"))
+            except (OSError, http.client.HTTPException) as exc:
+                rec = (sent, time.monotonic(), -1, type(exc).__name__)
+            finally:
+                conn.close()
+            self.results.append(rec)
+            self.stopping.wait(self.every)
+
+    def regions(self) -> list[str | None]:
+        return [r[3] for r in self.results]
+
+    def first(self, match, sent_after: float) -> float | None:
+        """When the first answer matching `match(region)` to a request sent after
+        `sent_after` came (None if none yet)."""
+        return next((done for sent, done, _, got in list(self.results) if sent > sent_after and match(got)), None)
+
+    def __enter__(self) -> "PacedLoad":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self.thread.join(15)

@@ -1,10 +1,11 @@
 """geographic: the client's home region, then that region's failover list."""
 from __future__ import annotations
 
-from .model import RegionSnapshot, RequestFacts
+from .base import Policy, Prepared
+from .model import RegionSnapshot, RequestFacts, demote_degraded
 
 
-class GeographicRanker:
+class GeographicRanker(Prepared):
     """Country -> precomputed order; unknown countries get the default order."""
 
     __slots__ = ("_by_country", "_default")
@@ -24,14 +25,18 @@ def _chain(snapshot: RegionSnapshot, home: str, known: frozenset[str]) -> tuple[
     region = snapshot.get(home)
     if region is None:
         return ()
-    return tuple(dict.fromkeys(r for r in (home, *region.failover) if r in known))
+    chain = tuple(dict.fromkeys(r for r in (home, *region.failover) if r in known))
+    return demote_degraded(chain, snapshot)
 
 
-class GeographicPolicy:
+class GeographicPolicy(Policy):
     """Home region from `country_home`, else `default_region`; then its failovers.
 
     Other regions are never appended: the operator's failover lists are the
     whole failover path (a region missing from them was left out on purpose).
+    A degraded region moves to the end of every chain it is in. Drains and slow
+    start thin the home region's share in the data plane: the rest of its
+    countries' traffic goes on down the chain.
     """
 
     name = "geographic"

@@ -22,6 +22,7 @@ class RequestFacts:
     client_ip: str | None = None
     method: str = "GET"
     path: str = "/"
+    seq: int = 0  # the request's sequence number: spreading policies pick by it
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,29 @@ class RegionView:
     draining: bool = False
     in_flight: int = 0
     role: str = "standby"
+    degraded: bool = False  # live error rate or p95 latency over the [degrade] thresholds
+
+
+def usable(r: RegionView) -> bool:
+    """Could take traffic now, as far as the snapshot knows. The one definition
+    every policy uses (the data plane's own check is skip_reason)."""
+    return r.healthy is not False and r.breaker != OPEN and not r.disabled and r.effective_weight > 0
+
+
+def tier(r: RegionView) -> int:
+    """0 usable, 1 usable but degraded, 2 not usable: every strategy ranks a
+    lower tier first, so a degraded region serves only when it is all that is left."""
+    if not usable(r):
+        return 2
+    return 1 if r.degraded else 0
+
+
+def demote_degraded(order: tuple[str, ...], snapshot: "RegionSnapshot") -> tuple[str, ...]:
+    """`order` with its degraded regions moved to the end, both parts in order."""
+    degraded = snapshot.degraded
+    if not degraded or degraded.isdisjoint(order):
+        return order
+    return tuple(r for r in order if r not in degraded) + tuple(r for r in order if r in degraded)
 
 
 def _freeze(m: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -68,3 +92,7 @@ class RegionSnapshot:
     @property
     def ids(self) -> tuple[str, ...]:
         return tuple(r.id for r in self.regions)
+
+    @property
+    def degraded(self) -> frozenset[str]:
+        return frozenset(r.id for r in self.regions if r.degraded)

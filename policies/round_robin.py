@@ -2,24 +2,20 @@
 
 `prepare` runs the algorithm for one full cycle and stores, for every position,
 (picked, then the other regions in the order the schedule would pick them next),
-followed by the unavailable regions in config order. `rank` is then one counter
-step and one list index; a skipped pick spills to the region that was next anyway.
+followed by the degraded, then the unavailable regions in config order. `rank`
+is one list index by the request's sequence number; a skipped pick spills to the
+region that was next anyway. Shares follow effective_weight, so drains and slow
+start scale them here (shares_by_weight).
 """
 from __future__ import annotations
 
-import itertools
 from fractions import Fraction
 from math import gcd, lcm
 
-from .model import OPEN, RegionSnapshot, RegionView, RequestFacts
+from .base import Policy, Prepared
+from .model import RegionSnapshot, RequestFacts, tier
 
 MAX_CYCLE = 1024  # longer cycles are approximated (share error < 0.1 %)
-
-
-def available(r: RegionView) -> bool:
-    # Unhealthy / open regions are left out of the schedule so that their share
-    # is spread by weight instead of all spilling onto their successor.
-    return not r.disabled and r.effective_weight > 0 and r.healthy is not False and r.breaker != OPEN
 
 
 def integer_weights(weights: list[float]) -> list[int]:
@@ -61,45 +57,45 @@ def rotations(picks: list[int], n: int) -> list[tuple[int, ...]]:
     return out
 
 
-class RoundRobinRanker:
-    # rank() moves the rotation on: a dry run (explain) must use a fresh copy.
-    advances = True
-    __slots__ = ("key", "orders", "counter")
+class RoundRobinRanker(Prepared):
+    __slots__ = ("key", "orders")
 
-    def __init__(self, key: tuple, orders: list[tuple[str, ...]], counter: itertools.count):
-        self.key = key  # (ids, weights) the schedule was built from
+    def __init__(self, key: tuple, orders: list[tuple[str, ...]]):
+        self.key = key  # (scheduled ids, weights, tail): what the schedule was built from
         self.orders = orders
-        self.counter = counter
 
     def rank(self, facts: RequestFacts) -> tuple[str, ...]:
         orders = self.orders
-        return orders[next(self.counter) % len(orders)]
+        return orders[facts.seq % len(orders)]
 
 
-class RoundRobinPolicy:
+class RoundRobinPolicy(Policy):
     name = "round-robin"
-    # Shares follow effective_weight (drains included): the data plane must not
-    # thin a drained region's picks a second time.
-    uses_effective_weight = True
+    shares_by_weight = True
 
     def prepare(self, snapshot: RegionSnapshot, previous: object | None) -> RoundRobinRanker:
-        pool = [r for r in snapshot.regions if available(r)]
-        if pool:
+        # Unusable regions are left out of the schedule so that their share is
+        # spread by weight instead of all spilling onto their successor; degraded
+        # ones too, unless nothing better is left.
+        tiers = [tier(r) for r in snapshot.regions]
+        best = min(tiers, default=2)
+        pool = [r for r, t in zip(snapshot.regions, tiers) if t == best]
+        if best < 2:
             weights = [r.effective_weight for r in pool]
-        else:  # nothing available: rotate over everything, let the data plane decide
-            pool = list(snapshot.regions)
+        else:  # nothing usable: rotate over everything, let the data plane decide
             weights = [1.0] * len(pool)
         ids = tuple(r.id for r in pool)
-        key = (snapshot.ids, ids, tuple(weights))
-        # The counter always carries over: an unchanged schedule continues exactly,
-        # a changed one continues at the same offset instead of favouring slot 0.
-        counter = previous.counter if isinstance(previous, RoundRobinRanker) else itertools.count()
-        if isinstance(previous, RoundRobinRanker) and previous.key == key:
-            return RoundRobinRanker(key, previous.orders, counter)
-        if not pool:
-            return RoundRobinRanker(key, [()], counter)
         scheduled = set(ids)
-        tail = tuple(rid for rid in snapshot.ids if rid not in scheduled)
+        # The rest by tier (degraded before unusable), config order within one.
+        tail = tuple(snapshot.regions[i].id for t, i in sorted((t, i) for i, t in enumerate(tiers))
+                     if snapshot.regions[i].id not in scheduled)
+        key = (ids, tuple(weights), tail)
+        # The sequence number carries the position: an unchanged schedule
+        # continues exactly, a changed one at the same offset.
+        if isinstance(previous, RoundRobinRanker) and previous.key == key:
+            return previous
+        if not pool:
+            return RoundRobinRanker(key, [()])
         interned: dict[tuple[int, ...], tuple[str, ...]] = {}
         orders = []
         for rot in rotations(smooth_wrr(integer_weights(weights)), len(ids)):
@@ -107,4 +103,4 @@ class RoundRobinPolicy:
             if order is None:
                 order = interned[rot] = tuple(ids[i] for i in rot) + tail
             orders.append(order)
-        return RoundRobinRanker(key, orders, counter)
+        return RoundRobinRanker(key, orders)

@@ -48,6 +48,8 @@ def merge_states(states: list[dict]) -> dict:
             draining=any(v["draining"] for v in views),
             in_flight=sum(v["in_flight"] for v in views),
         )
+        if "degraded" in region:  # performance-based failover: the worst worker's verdict
+            out["degraded"] = any(v.get("degraded") for v in views)
         conns = [v.get("connections") for v in views if v.get("connections")]
         if conns:
             out["connections"] = {k: sum(c[k] for c in conns) for k in conns[0]}

@@ -15,6 +15,9 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from policies import NAMES as STRATEGIES
+from policies import REGISTRY
+from policies.base import settings_table
+from policies.least_latency import LeastLatencySettings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -57,11 +60,22 @@ class ProbeConfig:
     fall: int = 3
     rise: int = 2
     latency_interval: float = 60.0
-    # HAProxy fastinter / downinter: cadence while a region changes state / is down
-    fast_interval: float = 2.0
-    down_interval: float = 5.0
+    # HAProxy fastinter / downinter: cadence while a region changes state / is down.
+    # None = `interval` (as in HAProxy); never longer than `interval`.
+    fast_interval: float | None = None
+    down_interval: float | None = None
     jitter: float = 0.1  # +-10 % of each interval
     path_check_body: bool = False
+    # Flap damping: more than flap_limit verdict changes within flap_window hold
+    # the region down for flap_hold after its next recovery.
+    flap_limit: int = 4
+    flap_window: float = 300.0
+    flap_hold: float = 120.0
+
+    def __post_init__(self) -> None:
+        for name in ("fast_interval", "down_interval"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, self.interval if value is None else min(value, self.interval))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +120,14 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class LeastLatencyConfig:
-    """[least_latency]: hysteresis, so that near-equal regions never flap."""
+class DegradeConfig:
+    """[degrade]: performance-based failover over live requests (seed: error
+    rate > 5 %, latency > 2 s). A degraded region is ranked after the others."""
 
-    dwell: float = 10.0  # a challenger must win this long ...
-    relative_margin: float = 0.2  # ... by this share of the leader's latency ...
-    absolute_margin: float = 0.005  # ... and by at least this much (seconds)
+    error_rate: float = 0.05  # share of failed requests ...
+    latency: float = 2.0  # ... or p95 upstream latency (seconds) above this ...
+    window: float = 60.0  # ... over this rolling window ...
+    min_requests: int = 20  # ... with at least this many requests in it
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,10 +168,13 @@ class Config:
     probe: ProbeConfig = ProbeConfig()
     breaker: BreakerConfig = BreakerConfig()
     limits: LimitsConfig = LimitsConfig()
-    least_latency: LeastLatencyConfig = LeastLatencyConfig()
     log: LogConfig = LogConfig()
+    degrade: DegradeConfig = DegradeConfig()
+    slow_start: float = 30.0  # a region coming back ramps 10 % -> 100 % over this; 0 = off
     residency: tuple[ResidencyRule, ...] = ()
     workers: int = 1
+    # strategy name -> its Settings, from the table named after it ([least_latency])
+    strategies: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def country_home(self) -> Mapping[str, str]:
@@ -163,6 +182,18 @@ class Config:
         return MappingProxyType(
             {c: rid for rid, codes in self.geo.countries.items() for c in codes}
         )
+
+    def strategy_settings(self, name: str) -> Any:
+        """The settings of a strategy (its defaults when the file has none; None
+        for a strategy without settings)."""
+        got = self.strategies.get(name)
+        if got is None and REGISTRY[name].Settings is not None:
+            got = REGISTRY[name].Settings()
+        return got
+
+    @property
+    def least_latency(self) -> LeastLatencySettings:
+        return self.strategy_settings("least-latency")
 
     def region(self, region_id: str) -> RegionConfig | None:
         for r in self.regions:
@@ -384,7 +415,8 @@ _PROBE = {
     "interval": _duration(), "timeout": _duration(), "fall": _integer(1), "rise": _integer(1),
     "latency_interval": _duration(), "fast_interval": _duration(),
     "down_interval": _duration(), "jitter": _number(high=0.5, allow_low=True),
-    "path_check_body": _boolean,
+    "path_check_body": _boolean, "flap_limit": _integer(0), "flap_window": _duration(),
+    "flap_hold": _duration(allow_zero=True),
 }
 _BREAKER = {
     "consecutive_failures": _integer(1), "open_for": _duration(), "max_open_for": _duration(),
@@ -405,9 +437,31 @@ _LIMITS = {
 LOG_FORMATS = ("text", "json")
 _LOG = {"level": _choice(LOG_LEVELS, "log level"), "access_log": _boolean,
         "format": _choice(LOG_FORMATS, "log format")}
-_LEAST_LATENCY = {
-    "dwell": _duration(allow_zero=True), "relative_margin": _number(allow_low=True),
-    "absolute_margin": _duration(allow_zero=True),
+_DEGRADE = {
+    "error_rate": _number(high=1.0), "latency": _duration(), "window": _duration(),
+    "min_requests": _integer(1),
+}
+
+
+def _settings_spec(settings: type) -> dict[str, Callable[[Any], Any]]:
+    """A strategy's Settings dataclass -> the checks for its config table."""
+    spec: dict[str, Callable[[Any], Any]] = {}
+    for f in dataclasses.fields(settings):
+        low = f.metadata.get("min", 0)
+        if f.metadata.get("unit") == "duration":
+            spec[f.name] = _duration(allow_zero=True)
+        elif f.type in (bool, "bool"):
+            spec[f.name] = _boolean
+        elif f.type in (int, "int"):
+            spec[f.name] = _integer(int(low))
+        else:
+            spec[f.name] = _number(low=low, allow_low=True)
+    return spec
+
+
+_STRATEGY_SETTINGS = {  # table -> (strategy name, Settings, checks)
+    settings_table(name): (name, cls.Settings, _settings_spec(cls.Settings))
+    for name, cls in REGISTRY.items() if cls.Settings is not None
 }
 _REGION = {
     "id": _region_id, "api": _url, "health": _url, "provider": _string,
@@ -419,7 +473,8 @@ _TOP = {
     "default_region": _string, "strategy": _choice(STRATEGIES, "strategy"),
     "workers": _integer(1), "listen": dict, "admin": dict, "geo": dict, "probe": dict,
     "breaker": dict, "limits": dict, "log": dict, "regions": list, "residency": list,
-    "least_latency": dict,
+    "degrade": dict, "slow_start": _duration(allow_zero=True),
+    **{table: dict for table in _STRATEGY_SETTINGS},
 }
 
 
@@ -500,12 +555,18 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     c.pair(listen, "listen", "tls_cert", "tls_key")
     admin = c.table(top.get("admin", {}), "admin", _ADMIN)
     probe = c.table(top.get("probe", {}), "probe", _PROBE)
+    interval = probe.get("interval", ProbeConfig().interval)
+    for key in ("fast_interval", "down_interval"):
+        if probe.get(key, 0.0) > interval:
+            c.add(f"probe.{key}", f"must not be longer than probe.interval ({format_duration(interval)})")
     breaker = c.table(top.get("breaker", {}), "breaker", _BREAKER)
     if breaker.get("max_open_for", float("inf")) < breaker.get("open_for", BreakerConfig().open_for):
         c.add("breaker.max_open_for", "must not be shorter than breaker.open_for")
     limits = c.table(top.get("limits", {}), "limits", _LIMITS)
     log = c.table(top.get("log", {}), "log", _LOG)
-    least_latency = c.table(top.get("least_latency", {}), "least_latency", _LEAST_LATENCY)
+    settings = {name: Settings(**c.table(top.get(table, {}), table, spec))
+                for table, (name, Settings, spec) in _STRATEGY_SETTINGS.items()}
+    degrade = c.table(top.get("degrade", {}), "degrade", _DEGRADE)
 
     raw_regions = top.get("regions", [])
     if isinstance(data, dict) and not data.get("regions"):
@@ -535,8 +596,10 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         probe=ProbeConfig(**probe),
         breaker=BreakerConfig(**breaker),
         limits=LimitsConfig(**limits),
-        least_latency=LeastLatencyConfig(**least_latency),
+        strategies=MappingProxyType(settings),
         log=LogConfig(**log),
+        degrade=DegradeConfig(**degrade),
+        slow_start=top.get("slow_start", Config.__dataclass_fields__["slow_start"].default),
         residency=residency,
         workers=top.get("workers", 1),
     )
@@ -703,6 +766,8 @@ def summarize(config: Config) -> str:
     """Human summary printed by `edge-router check-config`."""
     p, b = config.probe, config.breaker
     tls = "TLS" if config.listen.tls_cert else "plain HTTP"
+    flapping = (f"flapping: more than {p.flap_limit} changes in {format_duration(p.flap_window)}"
+                f" -> held {format_duration(p.flap_hold)}" if p.flap_limit else "no flap damping")
     lines = [
         f"strategy:       {config.strategy}",
         f"default region: {config.default_region}",
@@ -711,8 +776,13 @@ def summarize(config: Config) -> str:
         f"geoip database: {config.geo.database or 'none (every client -> default region)'}",
         f"probe:          every {format_duration(p.interval)}, timeout {format_duration(p.timeout)},"
         f" fall {p.fall}, rise {p.rise}, latency every {format_duration(p.latency_interval)}",
+        f"                fast {format_duration(p.fast_interval)}, down {format_duration(p.down_interval)};"
+        f" {flapping}",
         f"breaker:        opens after {b.consecutive_failures} failures"
         f" for {format_duration(b.open_for)} (max {format_duration(b.max_open_for)})",
+        f"steering:       slow start {format_duration(config.slow_start) if config.slow_start else 'off'};"
+        f" degraded over {config.degrade.error_rate:.0%} errors or p95 {format_duration(config.degrade.latency)}"
+        f" ({format_duration(config.degrade.window)} window, >= {config.degrade.min_requests} requests)",
         f"workers:        {config.workers}",
         f"regions ({len(config.regions)}):",
     ]

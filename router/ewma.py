@@ -1,26 +1,41 @@
-"""Exponentially weighted moving average, for smoothed latency."""
+"""Smoothed latency: a peak-sensitive, time-decayed moving average."""
 from __future__ import annotations
 
+from math import exp
 
-class Ewma:
-    """`Ewma(alpha=0.3)` or `Ewma(half_life=5)` (in samples: a sample's weight
-    halves after that many newer ones). The first sample is taken as is."""
 
-    __slots__ = ("alpha", "value")
+class PeakEwma:
+    """Smoothed latency that believes bad news at once (Finagle's peak EWMA).
 
-    def __init__(self, alpha: float | None = None, *, half_life: float | None = None):
-        if (alpha is None) == (half_life is None):
-            raise ValueError("give exactly one of alpha or half_life")
-        if half_life is not None:
-            if half_life <= 0:
-                raise ValueError("half_life must be > 0")
-            alpha = 1.0 - 0.5 ** (1.0 / half_life)
-        if not 0.0 < alpha <= 1.0:
-            raise ValueError("alpha must be in (0, 1]")
-        self.alpha = alpha
+    A rise confirmed by two samples in a row (the lower of the two) is taken as
+    is, so a region that slows from 10 ms to 200 ms shows it after its second
+    slow answer while one stray slow sample moves it only a little. Otherwise
+    the value decays towards each sample with a weight that grows with the
+    time since the previous one (time constant `decay` seconds): a busy region
+    averages over about `decay` seconds, a rarely sampled one follows its
+    latest sample.
+    """
+
+    __slots__ = ("decay", "value", "_at", "_last")
+
+    def __init__(self, decay: float = 10.0):
+        if decay <= 0:
+            raise ValueError("decay must be > 0")
+        self.decay = decay
         self.value: float | None = None
+        self._at = 0.0  # time of the previous sample
+        self._last: float | None = None  # the previous sample
 
-    def update(self, value: float) -> float:
-        prev = self.value
-        self.value = value if prev is None else prev + self.alpha * (value - prev)
-        return self.value
+    def update(self, sample: float, now: float) -> float:
+        prev, last = self.value, self._last
+        self._last = sample
+        dt = now - self._at
+        self._at = now
+        if prev is None:
+            value = sample
+        elif last is not None and sample > prev and last > prev:
+            value = sample if sample < last else last  # the confirmed rise
+        else:
+            value = sample + (prev - sample) * exp(-dt / self.decay) if dt > 0 else prev
+        self.value = value
+        return value

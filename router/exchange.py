@@ -100,7 +100,7 @@ class Exchange:
             self.client_ip = ip = proxy.client_of(self.client.peer, req.xff)
             country = self.country = proxy.geo.lookup(ip) if proxy.geo is not None else None
             allowed = self.allowed = store.residency.get(country) if country else None
-            order = store.ranker.rank(RequestFacts(country, ip, req.method, ""))
+            order = store.ranker.rank(RequestFacts(country, ip, req.method, "", store.next_seq()))
             if allowed is not None:  # residency narrows the candidates under every strategy
                 order = tuple(r for r in order if r in allowed) + tuple(
                     r for r in store.regions if r in allowed and r not in order
@@ -197,7 +197,7 @@ class Exchange:
             rt = self.rt
             self.upstream_time = proxy.clock.now() - self.t_sent
             rt.metrics.upstream_latency.observe(self.upstream_time)
-            proxy.store.record_latency(rt, self.upstream_time)
+            proxy.store.record_outcome(rt, self.upstream_time, head.status)  # latency, degrade
             status = head.status
             if status in RETRY_STATUSES and self.may_retry_after(status) and self.retry_slot():
                 req = self.req
@@ -244,6 +244,7 @@ class Exchange:
             return
         if not self.head_sent:
             rt = self.rt
+            self.proxy.store.record_outcome(rt, self.proxy.clock.now() - self.t_sent, 0)  # degrade
             if isinstance(exc, Sent) and exc.timed_out:
                 self.drop_region((504, "upstream_timeout", f"{rt.id}: {exc.detail}"))
             else:

@@ -1,14 +1,14 @@
 """A dry run of the routing decision: where would this client go now, and why.
 
-Uses the live ranker (so least-latency's hysteresis shows), except for a
-ranker whose rank() moves on (round-robin): a fresh copy then, so that
-explaining never moves the live rotation. Never takes a half-open trial slot.
+Uses the live ranker (so least-latency's hysteresis shows) with the next
+request's sequence number, without taking it: rank() is pure, so explaining
+never moves the rotation. Never takes a half-open trial slot.
 """
 from __future__ import annotations
 
 from policies.model import RequestFacts
 
-from .state import RegionStore, make_policy, skip_reason
+from .state import RegionStore, skip_reason
 
 
 def explain_route(
@@ -16,9 +16,8 @@ def explain_route(
 ) -> dict:
     snap = store.snapshot
     ranker = store.ranker
-    if getattr(ranker, "advances", False):
-        ranker = make_policy(store.strategy, store.config).prepare(snap, None)
-    order = ranker.rank(RequestFacts(country, client_ip, "GET", "/"))
+    facts = RequestFacts(country, client_ip, "GET", "/", store.seq + 1)
+    order = ranker.rank(facts)
     allowed = store.residency.get(country) if country else None
     now = store.clock.now()
     candidates = []
@@ -33,6 +32,10 @@ def explain_route(
         entry = {"region": rid, "usable": not reason, "reason": reason or None}
         if rt.draining and not reason:
             entry["admits"] = round(rt.admit, 4)
+        if rt.ramp < 1.0 and not reason:
+            entry["slow_start"] = round(rt.ramp, 4)
+        if rt.degrade.degraded:
+            entry["degraded"] = rt.degrade.stats(now).describe()
         candidates.append(entry)
         if not reason and chosen is None:
             chosen = rid
@@ -43,11 +46,18 @@ def explain_route(
                 candidates.append({"region": rid, "usable": not reason, "reason": reason or None})
                 if not reason and chosen is None:
                     chosen = rid
+    home = snap.country_home.get(country or "")
+    # An unknown (or unmapped) country goes to the default region: no "home" then.
+    start = ({"home_region": home} if home is not None
+             else {"default_region": snap.default_region,
+                   "why_default": ("no country for this client" if country is None
+                                   else f"{country} is not in the country map")})
     return {
         "strategy": store.strategy,
         "client_ip": client_ip,
         "country": country,
-        "home_region": snap.country_home.get(country or "", snap.default_region),
+        **start,
+        **ranker.explain(facts),
         "residency": sorted(allowed) if allowed is not None else None,
         "panic": store.panic,
         "candidates": candidates,

@@ -145,6 +145,11 @@ class Metrics:
         self.retry_budget_exhausted = Counter(
             "edge_router_retry_budget_exhausted", "Retries refused because the retry budget was spent.", registry=r,
         )
+        self.region_degraded = Gauge(
+            "edge_router_region_degraded",
+            "1 while the region's live error rate or p95 latency is over the [degrade] thresholds.",
+            ["region"], registry=r,
+        )
         self.connections_refused = Counter(
             "edge_router_connections_refused",
             "Client connections refused at once because limits.max_connections were open.", registry=r,
@@ -197,7 +202,7 @@ class RegionMetrics:
     """The label children of one region, bound once."""
 
     __slots__ = ("upstream_latency", "request_duration", "healthy", "probe_latency", "circuit",
-                 "transitions", "probe_results")
+                 "transitions", "probe_results", "degraded")
 
     def __init__(self, m: Metrics, region: str) -> None:
         self.upstream_latency = LocalHistogram()
@@ -208,3 +213,4 @@ class RegionMetrics:
         # Every series at 0 from the start: rate() and alerts see them before the first event.
         self.transitions = {to: m.breaker_transitions.labels(region, to) for to in BREAKER_VALUES}
         self.probe_results = {result: m.probes.labels(region, result) for result in PROBE_RESULTS}
+        self.degraded = m.region_degraded.labels(region)

@@ -4,7 +4,9 @@ Health: GET the region's health URL; rise/fall hysteresis lives in
 HealthState; the cadence speeds up while a region changes state or is down
 (HAProxy's fastinter/downinter), jittered so probes never synchronise. The
 first probes go out at startup. Latency: a timed GET every latency_interval
-feeds the region's EWMA (live request timings feed it too).
+feeds the region's EWMA (live request timings feed it too); the store asks for
+one at once when a live request was suspiciously slow, so that a slowdown is
+confirmed (or not) within one round trip instead of at the next request.
 """
 from __future__ import annotations
 
@@ -67,6 +69,7 @@ class Prober:
         self._tasks: list[asyncio.Task] = []
         self._session: aiohttp.ClientSession | None = None
         self._ssl: dict[str, ssl.SSLContext] = {}
+        self._measure_now: dict[str, asyncio.Event] = {}
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -79,9 +82,12 @@ class Prober:
             if rc.health.startswith("https://"):
                 self._ssl[rt.id] = client_ssl_context(rc.tls_ca, rc.tls_cert, rc.tls_key)
             self._tasks.append(asyncio.create_task(self._health_loop(rt), name=f"probe-{rt.id}"))
+            self._measure_now[rt.id] = asyncio.Event()
             self._tasks.append(asyncio.create_task(self._latency_loop(rt), name=f"latency-{rt.id}"))
+        self.store.latency_check = self.measure_now
 
     async def stop(self) -> None:
+        self.store.latency_check = None
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -120,11 +126,23 @@ class Prober:
                 log.info("probe %s failed: %s", rt.id, why)
             await asyncio.sleep(rt.health.next_delay(probe, self.rng.random()))
 
+    def measure_now(self, rt: RegionRuntime) -> None:
+        """Wake the region's latency loop (coalesced: one probe however many ask)."""
+        event = self._measure_now.get(rt.id)
+        if event is not None:
+            event.set()
+
     async def _latency_loop(self, rt: RegionRuntime) -> None:
         probe = self.config.probe
+        wake = self._measure_now[rt.id]
         while True:
+            confirming = wake.is_set()
+            wake.clear()
             ok, elapsed, _ = await self.probe_once(rt)
             if ok and elapsed is not None:
-                self.store.record_latency(rt, elapsed)
+                self.store.record_latency(rt, elapsed, confirming)
             jitter = 1.0 + probe.jitter * (2.0 * self.rng.random() - 1.0)
-            await asyncio.sleep(probe.latency_interval * jitter)
+            try:
+                await asyncio.wait_for(wake.wait(), probe.latency_interval * jitter)
+            except asyncio.TimeoutError:
+                pass

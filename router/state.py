@@ -19,14 +19,16 @@ from .breaker import CircuitBreaker
 from .clock import Clock
 from .config import Config, RegionConfig
 from .decisions import DecisionStore, Decisions, drain_factor
-from .ewma import Ewma
+from .degrade import DEGRADED, Degrade
+from .ewma import PeakEwma
 from .health import HealthState
 from .metrics import BREAKER_VALUES, Metrics, RegionMetrics
+from .slowstart import RampedRanker, SlowStart
 
 log = logging.getLogger("edge_router.state")
 
-# How much a live request timing counts against probe samples in the EWMA.
-LATENCY_HALF_LIFE = 10.0
+# Smoothed latency: a busy region averages over about this many seconds.
+LATENCY_DECAY = 10.0
 
 
 class RegionRuntime:
@@ -35,6 +37,7 @@ class RegionRuntime:
     __slots__ = (
         "id", "config", "pool", "breaker", "health", "latency", "in_flight",
         "admit", "disabled", "draining", "effective_weight", "metrics", "health_excluded",
+        "degrade", "slow_start", "ramp",
     )
 
     def __init__(self, cfg: RegionConfig, breaker: CircuitBreaker, health: HealthState, metrics: RegionMetrics):
@@ -43,7 +46,7 @@ class RegionRuntime:
         self.pool = None  # UpstreamPool, attached by the server once the loop runs
         self.breaker = breaker
         self.health = health
-        self.latency = Ewma(half_life=LATENCY_HALF_LIFE)
+        self.latency = PeakEwma(LATENCY_DECAY)
         self.in_flight = 0
         self.admit = 1.0  # share of requests this region accepts (drains)
         self.disabled = False
@@ -51,6 +54,9 @@ class RegionRuntime:
         self.effective_weight = cfg.weight
         self.health_excluded = False  # prober says unhealthy and we are not in panic
         self.metrics = metrics
+        self.degrade: Degrade | None = None  # performance-based failover, set by the store
+        self.slow_start: SlowStart | None = None
+        self.ramp = 1.0  # slow-start share at the last publication
 
 
 def skip_reason(rt: RegionRuntime, draw: float, now: float, max_in_flight: int, trial: bool = True) -> str:
@@ -98,13 +104,8 @@ def panic_pick(skipped: list[tuple[str, str]] | None, attempts: int) -> str | No
 
 
 def make_policy(name: str, config: Config) -> Policy:
-    """A strategy from the registry, with its tuning from the config."""
-    if name == "least-latency":
-        ll = config.least_latency
-        return REGISTRY[name](
-            relative_margin=ll.relative_margin, absolute_margin_ms=ll.absolute_margin * 1000.0, dwell=ll.dwell
-        )
-    return REGISTRY[name]()
+    """A strategy from the registry, with its settings from the config."""
+    return REGISTRY[name](config.strategy_settings(name))
 
 
 class RegionStore:
@@ -130,9 +131,11 @@ class RegionStore:
                 rc,
                 CircuitBreaker(config.breaker, may_open=self.may_eject,
                                on_change=lambda to, c=rm.transitions: c[to].inc()),
-                HealthState(config.probe.fall, config.probe.rise),
+                HealthState.from_config(config.probe),
                 rm,
             )
+            rt.degrade = Degrade(config.degrade)
+            rt.slow_start = SlowStart(config.slow_start)
             self.regions[rc.id] = rt
         metrics.in_flight = lambda: {rid: rt.in_flight for rid, rt in self.regions.items()}
         self.country_home = dict(config.country_home)
@@ -142,9 +145,13 @@ class RegionStore:
                 self.residency[c] = self.residency.get(c, frozenset()) | frozenset(rule.regions)
                 metrics.residency_refusals.labels(c)  # the series exists at 0 from the start
         self.version = 0
+        self.seq = 0  # requests ranked so far (RequestFacts.seq)
+        # set by the prober: measure this region's latency now
+        self.latency_check: Callable[[RegionRuntime], None] | None = None
         self.panic = False
         self.snapshot: RegionSnapshot
-        self.ranker: Ranker
+        self.ranker: Ranker  # what requests use: the prepared ranker, with slow start
+        self.prepared: Ranker  # the strategy's own, handed back to it on the next prepare
         self.strategy = ""
         self._policy: Policy | None = None
         self.listeners: list[Callable[[RegionSnapshot], None]] = []
@@ -161,7 +168,7 @@ class RegionStore:
             self.strategy = d.strategy
             self.metrics.set_strategy(d.strategy)
         else:
-            previous = getattr(self, "ranker", None)
+            previous = getattr(self, "prepared", None)
         wall = self._wall()
         regs = self.regions.values()
         # Panic (Envoy's panic threshold at 0 %): when the prober holds every
@@ -179,19 +186,26 @@ class RegionStore:
             else:
                 log.warning("panic over: prober verdicts are used again")
         # A policy that schedules by effective weight (round-robin) has applied the
-        # drain already; admitting only `factor` of its picks on top would count
-        # the drain twice and spill the rest onto the next region in the rotation.
-        weighted = getattr(self._policy, "uses_effective_weight", False)
+        # drain and slow start already; admitting only `factor` of its picks on top
+        # would count them twice and spill the rest onto the next region in the
+        # rotation. For the others, drains thin a region's picks here (admit) and
+        # slow start reorders (RampedRanker): a ramping region is never skipped.
+        weighted = self._policy.shares_by_weight
         views = []
         for rt in regs:
             drain = d.drains.get(rt.id)
-            factor = 0.0 if rt.id in d.disabled else drain_factor(drain, wall)
+            state = rt.breaker.state(now)
             rt.disabled = rt.id in d.disabled
+            rt.slow_start.update(
+                not rt.disabled and rt.health.healthy is not False and state == CLOSED
+                and not rt.degrade.degraded, now)
+            rt.ramp = rt.slow_start.share(now)
+            factor = 0.0 if rt.disabled else drain_factor(drain, wall)
             rt.draining = drain is not None and not rt.disabled
             rt.admit = 1.0 if weighted and factor > 0 else factor
+            factor *= rt.ramp
             rt.effective_weight = rt.config.weight * factor
             rt.health_excluded = rt.health.healthy is False and not panic
-            state = rt.breaker.state(now)
             views.append(
                 RegionView(
                     id=rt.id,
@@ -206,6 +220,7 @@ class RegionStore:
                     draining=rt.draining,
                     in_flight=rt.in_flight,
                     role=rt.config.role,
+                    degraded=rt.degrade.degraded,
                 )
             )
         if self._panicked:  # an episode ends when its region's breaker closes
@@ -220,7 +235,9 @@ class RegionStore:
             now=now,
         )
         self.snapshot = snap
-        self.ranker = self._policy.prepare(snap, previous)
+        self.prepared = self._policy.prepare(snap, previous)
+        ramps = {rt.id: rt.ramp for rt in regs if rt.ramp < 1.0}
+        self.ranker = RampedRanker(self.prepared, ramps) if ramps and not weighted else self.prepared
         for cb in self.listeners:
             cb(snap)
         return snap
@@ -234,13 +251,26 @@ class RegionStore:
                 m.healthy.set(1 if rt.health.healthy else 0)
             if rt.latency.value is not None:
                 m.probe_latency.set(rt.latency.value)
+            m.degraded.set(1 if rt.degrade.degraded else 0)
 
     def tick(self) -> None:
-        """Periodic republish: drains progress, half-open comes due, dwell times pass."""
+        """Periodic republish: drains progress, half-open comes due, dwell times
+        pass, slow starts ramp, degrade windows are judged."""
         now = self.clock.now()
         for rt in self.regions.values():
             rt.breaker.tick(now)
+            self.judge_degrade(rt, now)
         self.publish()
+
+    def judge_degrade(self, rt: RegionRuntime, now: float) -> None:
+        change = rt.degrade.evaluate(now)
+        if change is None:
+            return
+        cfg = self.config.degrade
+        level = logging.WARNING if change == DEGRADED else logging.INFO
+        log.log(level, "region %s %s: %s over the last %gs (thresholds: error rate %g, p95 %gs,"
+                " at least %d requests)", rt.id, change, rt.degrade.stats_at_change.describe(),
+                cfg.window, cfg.error_rate, cfg.latency, cfg.min_requests)
 
     # -- events from the data plane and the prober -----------------------------
     def breaker_changed(self, rt: RegionRuntime, new_state: str | None) -> None:
@@ -277,10 +307,17 @@ class RegionStore:
         return self.regions[rid]
 
     def record_probe(self, rt: RegionRuntime, ok: bool, latency: float | None) -> None:
+        now = self.clock.now()
         if latency is not None and ok:
-            rt.latency.update(latency)
+            rt.latency.update(latency, now)
         was = rt.health.healthy
-        if rt.health.record(ok):
+        held = rt.health.held_until
+        changed = rt.health.record(ok, now)
+        if rt.health.held_until != held and rt.health.held_until > now:
+            log.warning("region %s flapped: %d health changes within %gs (limit %d); held down for %gs",
+                        rt.id, rt.health.held_flaps, self.config.probe.flap_window,
+                        self.config.probe.flap_limit, self.config.probe.flap_hold)
+        if changed:
             # Lost is worth a warning; found (at start-up, or back) is news.
             if rt.health.healthy:
                 log.info("region %s is now healthy%s", rt.id, " again" if was is False else "")
@@ -293,8 +330,41 @@ class RegionStore:
                     log.info("breaker %s: half-open (the prober saw it recover)", rt.id)
             self.publish()
 
-    def record_latency(self, rt: RegionRuntime, seconds: float) -> None:
-        rt.latency.update(seconds)
+    def record_latency(self, rt: RegionRuntime, seconds: float, confirming: bool = False) -> None:
+        """A latency probe's timing. A probe sent to confirm a slow live answer
+        counts only if it is slow too: a fast health URL must not break the
+        run of slow answers that confirms a slowdown."""
+        before = rt.latency.value
+        if confirming and before is not None and seconds < 2.0 * before:
+            return
+        self._latency_sample(rt, seconds, self.clock.now())
+
+    def record_outcome(self, rt: RegionRuntime, seconds: float, status: int) -> None:
+        """A live request's result: `status` 0 when no answer came (timeout,
+        reset). Answers below 500 feed the smoothed latency; all feed the
+        degrade window."""
+        now = self.clock.now()
+        failed = status == 0 or status >= 500
+        rt.degrade.record(now, seconds if status else None, failed)
+        if not failed:
+            self._latency_sample(rt, seconds, now)
+
+    def _latency_sample(self, rt: RegionRuntime, seconds: float, now: float) -> None:
+        before = rt.latency.value
+        after = rt.latency.update(seconds, now)
+        if before is None or after >= 2.0 * before:
+            # A first measurement or a confirmed slowdown (x2 at least) can reorder
+            # everything: publish now, not at the next tick.
+            self.publish()
+        elif seconds >= 2.0 * before and self.latency_check is not None:
+            # One slow sample is not believed alone: have the prober measure now
+            # rather than wait for the next live request or latency_interval.
+            self.latency_check(rt)
+
+    def next_seq(self) -> int:
+        """Number the next request (RequestFacts.seq)."""
+        self.seq = seq = self.seq + 1
+        return seq
 
     # -- operator decisions -----------------------------------------------------
     def set_strategy(self, name: str) -> None:
@@ -343,6 +413,7 @@ class RegionStore:
                     "draining": rt.draining,
                     "in_flight": rt.in_flight,
                     "role": rt.config.role,
+                    **self.steering_json(rt, now),
                     "failover": list(rt.config.failover),
                     "connections": None if rt.pool is None else {
                         "open": rt.pool.open_connections,
@@ -358,6 +429,19 @@ class RegionStore:
             "process": {"pid": os.getpid(), "requests": sum(self.metrics.request_counts.values())},
             "default_region": snap.default_region,
             "regions": regions,
+        }
+
+    def steering_json(self, rt: RegionRuntime, now: float) -> dict:
+        """Degrade verdict and window, slow start, flap hold: /admin/state fields."""
+        st = rt.degrade.stats(now)
+        return {
+            "degraded": rt.degrade.degraded,
+            "degrade_window": {
+                "requests": st.requests, "error_rate": round(st.error_rate, 4),
+                "p95_ms": None if st.p95 is None else round(st.p95 * 1000.0, 1),
+            },
+            "slow_start": round(rt.ramp, 4) if rt.ramp < 1.0 else None,
+            "held_down_for": round(rt.health.held_until - now, 3) if rt.health.held(now) else None,
         }
 
 

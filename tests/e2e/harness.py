@@ -157,13 +157,18 @@ def make_config(
     scheme: str = "http", probe: dict | None = None, breaker: dict | None = None,
     limits: dict | None = None, residency: list[dict] | None = None, region_extra: dict | None = None,
     log: dict | None = None, host: str = "127.0.0.1", least_latency: dict | None = None,
+    slow_start: str = "0s", degrade: dict | None = None,
 ) -> str:
+    """A router config for the simulator's regions. Slow start is off unless
+    asked for: a region coming back takes its whole share at once, as the tests
+    written before slow start expect."""
     geo_db = geo_db or str(GEO_DIR / "GeoLite2-Country-Test.mmdb")
     probe = {"interval": "1s", "timeout": "500ms", "fall": 2, "rise": 2, "latency_interval": "1s",
              "fast_interval": "200ms", "down_interval": "300ms", **(probe or {})}
     lines = [
         'default_region = "us-east-1"',
         f"strategy = {toml_str(strategy)}",
+        f"slow_start = {toml_str(slow_start)}",
         "[listen]", 'address = "127.0.0.1:0"',
         "[admin]", 'address = "127.0.0.1:0"', 'token_env = "EDGE_ROUTER_ADMIN_TOKEN"',
         "[geo]", f"database = {toml_str(geo_db)}", 'trusted_proxies = ["127.0.0.1/32", "::1/128"]',
@@ -184,6 +189,9 @@ def make_config(
     if least_latency:
         lines.append("[least_latency]")
         lines += [f"{k} = {toml_str(v)}" for k, v in least_latency.items()]
+    if degrade:
+        lines.append("[degrade]")
+        lines += [f"{k} = {toml_str(v)}" for k, v in degrade.items()]
     for rid, port in ports.items():
         extra = (region_extra or {}).get(rid, {})
         lines += [

@@ -55,3 +55,17 @@ def test_missing_default_falls_back_to_first_region():
 def test_rank_is_a_lookup_of_shared_tuples():
     ranker = GeographicPolicy().prepare(SEED, None)
     assert ranker.rank(RequestFacts("US")) is ranker.rank(RequestFacts("FR"))
+
+
+def test_degraded_regions_move_to_the_end_of_each_chain():
+    from policies.model import RegionView as V
+
+    snap = RegionSnapshot(
+        regions=(V("a", failover=("b", "c")), V("b", failover=("a",), degraded=True),
+                 V("c", failover=("b", "a"))),
+        default_region="a", country_home={"US": "a", "GB": "b", "FR": "c"},
+    )
+    ranker = GeographicPolicy().prepare(snap, None)
+    assert ranker.rank(RequestFacts("US")) == ("a", "c", "b")
+    assert ranker.rank(RequestFacts("GB")) == ("a", "b")  # the home region itself is demoted
+    assert ranker.rank(RequestFacts("FR")) == ("c", "a", "b")

@@ -298,3 +298,60 @@ def test_bad_overrides_name_the_flags():
     keys = [p.split(":", 1)[0] for p in info.value.problems]
     assert keys == ["--listen", "--strategy", "--workers", "--log-level"]
     assert "round-robin" in info.value.problems[1]
+
+
+# ---- steering: probe cadence, flap damping, [degrade], slow_start, strategy settings
+
+def test_steering_defaults():
+    c = parse_config(tomllib.loads(MINIMAL))
+    assert (c.probe.fast_interval, c.probe.down_interval) == (c.probe.interval, c.probe.interval)
+    assert (c.probe.flap_limit, c.probe.flap_window, c.probe.flap_hold) == (4, 300.0, 120.0)
+    d = c.degrade
+    assert (d.error_rate, d.latency, d.window, d.min_requests) == (0.05, 2.0, 60.0, 20)
+    assert c.slow_start == 30.0
+    ll = c.least_latency
+    assert (ll.takeover_factor, ll.takeover_margin, ll.dwell) == (2.0, 0.05, 10.0)
+    assert c.strategy_settings("round-robin") is None
+
+
+def test_steering_keys_are_read():
+    c = parse_config(tomllib.loads('slow_start = "0s"\n' + MINIMAL + """
+[probe]
+interval = "1s"
+flap_limit = 2
+flap_window = "1m"
+flap_hold = "10s"
+[degrade]
+error_rate = 0.1
+latency = "500ms"
+window = "5s"
+min_requests = 5
+[least_latency]
+takeover_factor = 3.0
+takeover_margin = "20ms"
+"""))
+    assert c.slow_start == 0.0
+    assert (c.probe.flap_limit, c.probe.flap_window, c.probe.flap_hold) == (2, 60.0, 10.0)
+    assert (c.degrade.error_rate, c.degrade.latency, c.degrade.window, c.degrade.min_requests) == (0.1, 0.5, 5.0, 5)
+    assert (c.least_latency.takeover_factor, c.least_latency.takeover_margin) == (3.0, 0.02)
+
+
+@pytest.mark.parametrize("snippet, problem", [
+    ('[probe]\ninterval = "1s"\nfast_interval = "2s"', "probe.fast_interval: must not be longer than probe.interval (1s)"),
+    ('[probe]\ndown_interval = "1m"', "probe.down_interval: must not be longer than probe.interval (30s)"),
+    ('[probe]\nflap_limit = -1', "probe.flap_limit: must be >= 0"),
+    ('[degrade]\nerror_rate = 1.5', "degrade.error_rate: must be > 0 and <= 1"),
+    ('[degrade]\nmin_requests = 0', "degrade.min_requests: must be >= 1"),
+    ('[degrade]\nwindow = "0s"', "degrade.window: must be longer than 0"),
+    ('[degrade]\np99 = "1s"', "degrade.p99: unknown key"),
+    ('[least_latency]\ntakeover_factor = 0.5', "least_latency.takeover_factor: must be >= 1"),
+    ('[least_latency]\ntakeover_margin = 50', "least_latency.takeover_margin: bad duration 50"),
+])
+def test_steering_problems(snippet, problem):
+    problems = problems_of(MINIMAL + snippet)
+    assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_slow_start_is_a_duration():
+    assert any(p.startswith("slow_start: bad duration 30")
+               for p in problems_of("slow_start = 30\n" + MINIMAL))

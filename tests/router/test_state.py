@@ -99,7 +99,7 @@ def test_strategy_switch_republishes_with_new_ranker():
     assert store.strategy == "round-robin" and store.snapshot.version > v
     from policies.model import RequestFacts
 
-    firsts = [store.ranker.rank(RequestFacts("GB"))[0] for _ in range(8)]
+    firsts = [store.ranker.rank(RequestFacts("GB", seq=store.next_seq()))[0] for _ in range(8)]
     assert sorted(set(firsts)) == sorted(store.regions)
 
 
