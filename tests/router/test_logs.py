@@ -22,8 +22,12 @@ ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
 @pytest.fixture
 def captured():
-    """setup_logging into a buffer; the process name and handlers restored afterwards."""
+    """setup_logging into a buffer; the process name and the loggers as they were
+    restored afterwards (other tests' caplog needs propagation to the root)."""
     buf = io.StringIO()
+    names = ("edge_router", "edge_router.audit", "aiohttp", "asyncio")
+    saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).level,
+                 logging.getLogger(n).propagate) for n in names}
 
     def setup(fmt):
         logs.setup_logging("debug", stream=buf, fmt=fmt)
@@ -31,7 +35,11 @@ def captured():
 
     yield setup
     logs.set_process_name(None)
-    logs.setup_logging("info")
+    for n, (handlers, level, propagate) in saved.items():
+        lg = logging.getLogger(n)
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate = propagate
 
 
 def test_iso_time_is_utc_with_milliseconds():
