@@ -164,12 +164,12 @@ def router_config(ports: dict[str, int], sc: Scenario) -> str:
 class Router:
     _LISTEN = re.compile(r"listening on .*?:(\d+) \(admin .*?:(\d+)\)")
 
-    def __init__(self, config_text: str) -> None:
+    def __init__(self, config_text: str, env: dict[str, str] | None = None) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="edge-router-failover-")
         cfg = Path(self.tmp.name) / "config.toml"
         cfg.write_text(config_text)
         self.log_path = Path(self.tmp.name) / "router.log"
-        env = {k: v for k, v in os.environ.items() if k != "EDGE_ROUTER_ADMIN_TOKEN"}
+        env = {**{k: v for k, v in os.environ.items() if k != "EDGE_ROUTER_ADMIN_TOKEN"}, **(env or {})}
         with open(self.log_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "router", "serve", "--config", str(cfg)],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from typing import Callable
+from typing import Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -20,7 +20,9 @@ from .client_ip import parse_ip
 from .config import parse_duration
 from .explain import explain_route
 from .metrics import CONTENT_TYPE
+from .ratelimit import LiftError
 from .state import RegionStore
+from .store import Conflict, DecisionBook, Mutation, StoreUnavailable, replica_id
 
 audit_log = logging.getLogger("edge_router.audit")
 
@@ -46,12 +48,15 @@ ROUTES = (
     ("POST", "/admin/regions/{id}/drain", "drain"),
     ("POST", "/admin/regions/{id}/disable", "disable"),
     ("POST", "/admin/regions/{id}/enable", "enable"),
+    ("PUT", "/admin/regions/{id}/weight", "set_weight"),
+    ("POST", "/admin/reload", "reload"),
     ("GET", "/admin/route", "route"),
     ("GET", "/metrics", "metrics"),
     ("GET", "/healthz", "healthz"),
     ("GET", "/readyz", "readyz"),
+    ("POST", "/admin/ratelimit/lift", "ratelimit_lift"),
 )
-MUTATIONS = ("set_strategy", "drain", "disable", "enable")
+MUTATIONS = ("set_strategy", "drain", "disable", "enable", "set_weight", "ratelimit_lift")
 
 
 def build_app(handlers: object) -> web.Application:
@@ -83,11 +88,24 @@ def authorize(request: web.Request, token: str | None, token_env: str) -> tuple[
     return None, token_fingerprint(given)
 
 
-def audit(request: web.Request, who: str, action: str, args: dict) -> None:
-    """One JSON audit line: action, arguments, source address, token fingerprint."""
-    audit_log.info(
-        orjson.dumps({"audit": True, "action": action, "args": args, "source": request.remote, "token": who}).decode()
-    )
+def audit(request: web.Request, who: str, action: str, args: dict, replica: str | None = None) -> None:
+    """One JSON audit line: action, arguments, source address, token fingerprint,
+    and the replica that took the decision (one line per decision, fleet-wide)."""
+    audit_log.info(orjson.dumps({
+        "audit": True, "action": action, "args": args, "source": request.remote, "token": who,
+        "replica": replica or replica_id(),
+    }).decode())
+
+
+def decision_options(data: dict, allowed: tuple[str, ...]) -> tuple[bool, bool] | web.Response:
+    """(force, local) from a mutation body, or the 400 naming the field."""
+    force = data.get("force", False)
+    if "force" in allowed and not isinstance(force, bool):
+        return _error(400, "bad_request", "field 'force' must be true or false", field="force")
+    scope = data.get("scope", "shared")
+    if "scope" in allowed and scope not in ("shared", "local"):
+        return _error(400, "bad_request", "field 'scope' must be \"shared\" or \"local\"", field="scope")
+    return force, scope == "local"
 
 
 class AdminAPI:
@@ -101,8 +119,13 @@ class AdminAPI:
         metrics_render: Callable[[], bytes],
         ready: Callable[[], bool],
         max_in_flight: int,
+        decisions: DecisionBook,
+        reload: Callable[[], Awaitable[dict]] | None = None,
         audit: bool = True,
+        rate_limiter=None,
     ) -> None:
+        self.decisions = decisions
+        self.reload_config = reload
         self.audit = audit  # off in workers: the supervisor writes the one audit line
         self.store = store
         self.token = token or None
@@ -111,13 +134,17 @@ class AdminAPI:
         self.metrics_render = metrics_render
         self.ready = ready
         self.max_in_flight = max_in_flight
+        self.rate_limiter = rate_limiter
 
     def app(self) -> web.Application:
         return build_app(self)
 
     # -- reads -------------------------------------------------------------------
     async def state(self, request: web.Request) -> web.Response:
-        return _json(self.store.state_json())
+        data = {**self.store.state_json(), "decisions": self.decisions.describe()}
+        if self.rate_limiter is not None:
+            data["rate_limit"] = self.rate_limiter.state_json()
+        return _json(data)
 
     async def metrics(self, request: web.Request) -> web.Response:
         self.store.publish_gauges()
@@ -127,9 +154,14 @@ class AdminAPI:
         return _json({"status": "alive"})
 
     async def readyz(self, request: web.Request) -> web.Response:
+        book = self.decisions
+        detail = {"backend": book.backend.name, "store_up": book.up, "cause": book.cause or None,
+                  "loaded": book.loaded, "version": book.shared.version}
+        if not book.up and book.loaded:
+            detail["note"] = "decision store unreachable: serving the last known decisions"
         if self.ready():
-            return _json({"status": "ready"})
-        return _json({"status": "not ready"}, 503)
+            return _json({"status": "ready", "decisions": detail})
+        return _json({"status": "not ready", "decisions": detail}, 503)
 
     async def route(self, request: web.Request) -> web.Response:
         ip = request.query.get("ip")
@@ -197,9 +229,30 @@ class AdminAPI:
                 field="strategy", valid=list(NAMES),
             )
         before = self.store.strategy
-        self.store.set_strategy(name)
-        self._audit(request, who, "set_strategy", {"strategy": name, "previous": before})
-        return _json({"strategy": name, "previous": before})
+        return await self._decide(request, who, Mutation("strategy", strategy=name), {"previous": before},
+                                  {"strategy": name, "previous": before})
+
+    async def _decide(self, request: web.Request, who: str, m: Mutation, audit_args: dict, answer: dict,
+                      *, force: bool = False, local: bool = False) -> web.Response:
+        """Commit through the decision store; 409 (guard rail) or 503 (store down) otherwise."""
+        try:
+            d = await self.decisions.mutate(m, force=force, local=local)
+        except Conflict as exc:
+            return _error(409, "conflict", str(exc), regions=exc.regions)
+        except StoreUnavailable as exc:
+            hint = ' (an emergency disable of this replica alone: send {"scope": "local"})' \
+                if m.action == "disable" else ""
+            return _error(503, "state_store_unavailable", f"decision not taken: {exc}{hint}", cause=str(exc))
+        action = {"strategy": "set_strategy", "weight": "set_weight"}.get(m.action, m.action)
+        extra: dict = {"scope": "local"} if local else {}
+        if "disabled" in answer:
+            answer["disabled"] = m.region in d.disabled
+        if not local and not self.decisions.up:  # an enable that could only clear the local override
+            extra.update(scope="local", note=f"only this replica's local override was cleared: {self.decisions.cause}")
+        if force:
+            extra["force"] = True
+        self._audit(request, who, action, {**m.args(), **audit_args, **extra})
+        return _json({**answer, **extra, "version": d.version})
 
     async def _region_mutation(self, request: web.Request) -> web.Response | tuple[str, str, dict]:
         """Authorized, known region, JSON body: (who, region, body) or the 4xx answer."""
@@ -229,12 +282,15 @@ class AdminAPI:
                 400, "bad_request", f"field 'over': bad duration {over_raw!r}: use a string like '60s', '2m', '500ms'",
                 field="over",
             )
-        unknown = set(data) - {"over"}
+        unknown = set(data) - {"over", "force"}
         if unknown:
             return _error(400, "bad_request", f"unknown field '{sorted(unknown)[0]}'", field=sorted(unknown)[0])
-        self.store.drain(rid, over)
-        self._audit(request, who, "drain", {"region": rid, "over": over_raw})
-        return _json({"region": rid, "draining": True, "over_seconds": over})
+        opts = decision_options(data, ("force",))
+        if isinstance(opts, web.Response):
+            return opts
+        m = Mutation("drain", rid, over=over)
+        return await self._decide(request, who, m, {"over": over_raw},
+                                  {"region": rid, "draining": True, "over_seconds": over}, force=opts[0])
 
     async def disable(self, request: web.Request) -> web.Response:
         return await self._toggle(request, "disable")
@@ -247,9 +303,63 @@ class AdminAPI:
         if isinstance(prepared, web.Response):
             return prepared
         who, rid, data = prepared
-        if data:
-            field = sorted(data)[0]
-            return _error(400, "bad_request", f"unknown field '{field}' ({action} takes no body)", field=field)
-        getattr(self.store, action)(rid)
-        self._audit(request, who, action, {"region": rid})
-        return _json({"region": rid, "disabled": action == "disable"})
+        allowed = ("scope", "force") if action == "disable" else ("scope",)
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            return _error(400, "bad_request", f"unknown field '{unknown[0]}' ({action} takes {', '.join(allowed)})",
+                          field=unknown[0])
+        opts = decision_options(data, allowed)
+        if isinstance(opts, web.Response):
+            return opts
+        force, local = opts
+        return await self._decide(request, who, Mutation(action, rid), {}, {"region": rid, "disabled": action == "disable"},
+                                  force=force, local=local)
+
+    async def set_weight(self, request: web.Request) -> web.Response:
+        prepared = await self._region_mutation(request)
+        if isinstance(prepared, web.Response):
+            return prepared
+        who, rid, data = prepared
+        weight = data.get("weight")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1e6:
+            return _error(400, "bad_request", "field 'weight' must be a number from 0 to 1000000", field="weight")
+        unknown = sorted(set(data) - {"weight"})
+        if unknown:
+            return _error(400, "bad_request", f"unknown field '{unknown[0]}'", field=unknown[0])
+        return await self._decide(request, who, Mutation("weight", rid, weight=float(weight)), {},
+                                  {"region": rid, "weight": float(weight)})
+
+    async def reload(self, request: web.Request) -> web.Response:
+        """POST /admin/reload: the config file again, as SIGHUP does."""
+        denied, who = self._authorize(request)
+        if denied:
+            return denied
+        if self.reload_config is None:
+            return _error(409, "no_config_file", "this router runs the built-in default config: nothing to reload")
+        result = await self.reload_config()
+        self._audit(request, who, "reload", {"ok": result["ok"]})
+        if not result["ok"]:
+            return _json({"error": "invalid_config", "detail": "the running config is kept",
+                          "problems": result["problems"]}, 400)
+        return _json(result)
+
+    # -- rate limiting (router/ratelimit) ------------------------------------------
+    async def ratelimit_lift(self, request: web.Request) -> web.Response:
+        """POST /admin/ratelimit/lift {"rule", "key", "for"}: let one key through a rule for a while."""
+        denied, who = self._authorize(request)
+        if denied:
+            return denied
+        data = await self._body(request, ("rule", "key"))
+        if isinstance(data, web.Response):
+            return data
+        unknown = sorted(set(data) - {"rule", "key", "for"})
+        if unknown:
+            return _error(400, "bad_request", f"unknown field '{unknown[0]}'", field=unknown[0])
+        if self.rate_limiter is None:
+            return _error(400, "bad_request", "no [rate_limit] rules are configured", field="rule")
+        try:
+            done = self.rate_limiter.lift(data["rule"], data["key"], data.get("for", "10m"))
+        except LiftError as exc:
+            return _error(400, "bad_request", str(exc), field=exc.field)
+        self._audit(request, who, "ratelimit_lift", done)  # API keys appear hashed
+        return _json(done)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from .ratelimit.aggregate import merge_rate_limit
+
 _BREAKER_ORDER = {"closed": 0, "half-open": 1, "open": 2}
 
 # Gauges whose per-worker values add up; every other gauge takes the maximum.
@@ -18,7 +20,10 @@ _SUMMED_GAUGES = frozenset((
     "process_open_fds",
 ))
 # ... except these, where the worst is the lowest.
-_MIN_GAUGES = frozenset(("edge_router_region_healthy", "process_start_time_seconds"))
+_MIN_GAUGES = frozenset((
+    "edge_router_region_healthy", "process_start_time_seconds",
+    "edge_router_state_store_up", "edge_router_config_reload_success",
+))
 
 
 def merge_states(states: list[dict]) -> dict:
@@ -31,6 +36,9 @@ def merge_states(states: list[dict]) -> dict:
         "panic": any(s.get("panic") for s in states),
         "default_region": first.get("default_region"),
         "workers": [s["process"] for s in states if "process" in s],
+        # The store's document is the same in every worker; local overrides too
+        # (the supervisor sends a local decision to each worker).
+        "decisions": first.get("decisions"),
         "regions": [],
     }
     for i, region in enumerate(first["regions"]):
@@ -54,6 +62,8 @@ def merge_states(states: list[dict]) -> dict:
         if conns:
             out["connections"] = {k: sum(c[k] for c in conns) for k in conns[0]}
         merged["regions"].append(out)
+    if "rate_limit" in first:
+        merged["rate_limit"] = merge_rate_limit([s["rate_limit"] for s in states])
     return merged
 
 

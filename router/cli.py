@@ -194,14 +194,16 @@ def serve(args: argparse.Namespace) -> int:
         fatal(f"cannot start: {exc} (get a GeoLite2-Country database from MaxMind, see README "
               "'Geolocation', or pass --geoip-db FILE)")
         return 1
+    # SIGHUP and POST /admin/reload read the file again, with the same flags on top.
+    reload_source = (lambda: _load(args)) if args.config else None
     if config.workers > 1:
         from .workers import serve_workers
 
         if geo is not None:
             geo.close()  # it opened: each worker opens its own
-        return serve_workers(config)
+        return serve_workers(config, reload_source)
     install_uvloop()
-    asyncio.run(serve_until_signalled(Router(config, geo)))
+    asyncio.run(serve_until_signalled(Router(config, geo, reload_source=reload_source)))
     return 0
 
 

@@ -138,6 +138,19 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StateConfig:
+    """[state]: where operator decisions live (memory | file | redis)."""
+
+    backend: str = "memory"  # memory | file | redis
+    path: str | None = None  # file backend: the JSON file (written atomically)
+    url: str | None = None  # redis backend: redis://host:port/db or rediss://...
+    key_prefix: str = "edge-router:"
+    tls_ca: str | None = None  # rediss: CA bundle to verify the server
+    tls_cert: str | None = None  # rediss: client certificate
+    tls_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RegionConfig:
     id: str
     api: str
@@ -158,6 +171,32 @@ class ResidencyRule:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitRule:
+    """One [[rate_limit.rules]] table: a token bucket per value of `key`."""
+
+    name: str
+    key: str  # client_ip | country | header:NAME
+    rate: float  # tokens per second
+    burst: int  # bucket size
+    rate_text: str = ""  # as written ("100/s"), for humans
+    action: str = "reject"  # reject | log_only
+    path_prefix: str | None = None
+    methods: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """[rate_limit]: per-client limits, local to the process or global through Redis."""
+
+    backend: str = "local"  # local | redis (the Redis of [state])
+    rules: tuple[RateLimitRule, ...] = ()
+    headers: bool = True  # RateLimit-Policy / RateLimit on allowed answers too
+    max_keys: int = 100_000  # per rule: the key table's size limit (LRU)
+    sync_interval: float = 0.2  # redis: how often counters are exchanged
+    replicas: int = 1  # redis down before any contact: divide the rate by this
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     default_region: str
     strategy: str
@@ -169,12 +208,14 @@ class Config:
     breaker: BreakerConfig = BreakerConfig()
     limits: LimitsConfig = LimitsConfig()
     log: LogConfig = LogConfig()
+    state: StateConfig = StateConfig()
     degrade: DegradeConfig = DegradeConfig()
     slow_start: float = 30.0  # a region coming back ramps 10 % -> 100 % over this; 0 = off
     residency: tuple[ResidencyRule, ...] = ()
     workers: int = 1
     # strategy name -> its Settings, from the table named after it ([least_latency])
     strategies: Mapping[str, Any] = field(default_factory=dict)
+    rate_limit: RateLimitConfig = RateLimitConfig()
 
     @property
     def country_home(self) -> Mapping[str, str]:
@@ -463,17 +504,35 @@ _STRATEGY_SETTINGS = {  # table -> (strategy name, Settings, checks)
     settings_table(name): (name, cls.Settings, _settings_spec(cls.Settings))
     for name, cls in REGISTRY.items() if cls.Settings is not None
 }
+STATE_BACKENDS = ("memory", "file", "redis")
+_STATE = {
+    "backend": _choice(STATE_BACKENDS, "state backend"), "path": _string, "url": _string,
+    "key_prefix": _string, "tls_ca": _string, "tls_cert": _string, "tls_key": _string,
+}
 _REGION = {
     "id": _region_id, "api": _url, "health": _url, "provider": _string,
     "role": _choice(ROLES, "role"), "failover": _string_list, "weight": _number(),
     "tls_ca": _string, "tls_cert": _string, "tls_key": _string,
 }
 _RESIDENCY = {"countries": _string_list, "regions": _string_list}
+_STATE = {
+    "backend": _choice(("memory", "file", "redis"), "state backend"), "path": _string, "url": _string,
+    "key_prefix": _string, "tls_ca": _string, "tls_cert": _string, "tls_key": _string,
+}
+_RATE_LIMIT = {
+    "backend": _choice(("local", "redis"), "rate_limit backend"), "rules": list, "headers": _boolean,
+    "max_keys": _integer(1), "sync_interval": _duration(), "replicas": _integer(1),
+}
+_RATE_LIMIT_RULE = {
+    "name": _string, "key": _string, "match": dict, "rate": _string, "burst": _integer(1),
+    "action": _choice(("reject", "log_only"), "action"),
+}
+_RATE_LIMIT_MATCH = {"path_prefix": _string, "methods": _string_list}
 _TOP = {
     "default_region": _string, "strategy": _choice(STRATEGIES, "strategy"),
     "workers": _integer(1), "listen": dict, "admin": dict, "geo": dict, "probe": dict,
     "breaker": dict, "limits": dict, "log": dict, "regions": list, "residency": list,
-    "degrade": dict, "slow_start": _duration(allow_zero=True),
+    "degrade": dict, "slow_start": _duration(allow_zero=True), "state": dict, "rate_limit": dict,
     **{table: dict for table in _STRATEGY_SETTINGS},
 }
 
@@ -567,6 +626,8 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     settings = {name: Settings(**c.table(top.get(table, {}), table, spec))
                 for table, (name, Settings, spec) in _STRATEGY_SETTINGS.items()}
     degrade = c.table(top.get("degrade", {}), "degrade", _DEGRADE)
+    state = c.table(top.get("state", {}), "state", _STATE)
+    _check_state(c, state)
 
     raw_regions = top.get("regions", [])
     if isinstance(data, dict) and not data.get("regions"):
@@ -583,6 +644,9 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
 
     geo = _geo(c, top.get("geo", {}), known)
     residency = _residency(c, top.get("residency", []), known)
+    state = c.table(top.get("state", {}), "state", _STATE)
+    _check_state(c, state)
+    rate_limit = _rate_limit(c, top.get("rate_limit", {}), state)
 
     if c.problems:
         raise ConfigError(c.problems, source)
@@ -598,11 +662,26 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         limits=LimitsConfig(**limits),
         strategies=MappingProxyType(settings),
         log=LogConfig(**log),
+        state=StateConfig(**state),
         degrade=DegradeConfig(**degrade),
         slow_start=top.get("slow_start", Config.__dataclass_fields__["slow_start"].default),
         residency=residency,
         workers=top.get("workers", 1),
+        rate_limit=rate_limit,
     )
+
+
+def _check_state(c: _Checker, state: dict[str, Any]) -> None:
+    backend = state.get("backend", StateConfig().backend)
+    if backend == "file" and "path" not in state:
+        c.add("state.path", "required when state.backend is \"file\"")
+    if backend == "redis":
+        url = state.get("url")
+        if url is None:
+            c.add("state.url", "required when state.backend is \"redis\"")
+        elif not url.startswith(("redis://", "rediss://")):
+            c.add("state.url", f"bad URL {url!r} (need redis://host:port/db or rediss://...)")
+    c.pair(state, "state", "tls_cert", "tls_key")
 
 
 def _names(ids: set[str]) -> str:
@@ -705,6 +784,90 @@ def _residency(c: _Checker, raw: list, known: set[str]) -> tuple[ResidencyRule, 
     return tuple(rules)
 
 
+def _check_state(c: _Checker, state: dict[str, Any]) -> None:
+    backend = state.get("backend", "memory")
+    if backend == "file" and "path" not in state:
+        c.add("state.path", "required when state.backend is 'file'")
+    url = state.get("url")
+    if backend == "redis" and url is None:
+        c.add("state.url", "required when state.backend is 'redis'")
+    if url is not None and not url.startswith(("redis://", "rediss://")):
+        c.add("state.url", f"bad URL {url!r} (use redis://host:port/db or rediss://...)")
+    c.pair(state, "state", "tls_cert", "tls_key")
+
+
+# Request headers the listener consumes itself: a rule cannot key on them.
+_UNKEYABLE_HEADERS = frozenset((
+    "host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "content-length",
+    "transfer-encoding", "connection", "expect", "upgrade", "keep-alive", "proxy-connection", "te", "trailer",
+))
+_RULE_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,63}")
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: a header name
+_RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(text: str) -> float:
+    """"100/s", "6000/m", "10000/h" -> tokens per second."""
+    count, sep, unit = text.partition("/") if isinstance(text, str) else ("", "", "")
+    if not sep or unit not in _RATE_UNITS or not count.isascii() or not count.isdigit() or int(count) == 0:
+        raise ValueError(f"bad rate {text!r} (use a whole count per unit: '100/s', '6000/m', '10000/h')")
+    return int(count) / _RATE_UNITS[unit]
+
+
+def _rate_limit(c: _Checker, raw: Any, state: dict[str, Any]) -> RateLimitConfig:
+    got = c.table(raw, "rate_limit", _RATE_LIMIT)
+    if got.get("backend") == "redis" and "url" not in state:
+        c.add("rate_limit.backend", "'redis' uses the Redis of [state]: set state.url (redis://...)")
+    rules: list[RateLimitRule] = []
+    names: dict[str, int] = {}
+    for i, entry in enumerate(got.pop("rules", [])):
+        path = f"rate_limit.rules[{i}]"
+        rule = c.table(entry, path, _RATE_LIMIT_RULE)
+        complete = c.require(rule, entry, path, ("key", "rate"))
+        key = rule.get("key")
+        if key is not None and key not in ("client_ip", "country"):
+            header = key[7:] if key.startswith("header:") else None
+            if header is None or not _TOKEN_RE.fullmatch(header):
+                c.add(f"{path}.key", f"unknown key {key!r} (use 'client_ip', 'country' or 'header:NAME')")
+                complete = False
+            elif header.lower() in _UNKEYABLE_HEADERS:
+                c.add(f"{path}.key", f"{header!r} is handled by the router itself; key on another header")
+                complete = False
+        if "rate" in rule:
+            try:
+                rule["rate_text"], rule["rate"] = rule["rate"], parse_rate(rule["rate"])
+            except ValueError as exc:
+                c.add(f"{path}.rate", str(exc))
+                complete = False
+        name = rule.setdefault("name", key if isinstance(key, str) else f"rule{i}")
+        if not _RULE_NAME_RE.fullmatch(name):
+            c.add(f"{path}.name", f"bad rule name {name!r} (letters, digits, '_', '.', ':', '-'; at most 63)")
+            complete = False
+        elif name in names:
+            c.add(f"{path}.name", f"duplicate rule name {name!r} (also rate_limit.rules[{names[name]}];"
+                  " give each rule its own name)")
+            complete = False
+        names.setdefault(name, i)
+        match = c.table(rule.pop("match", {}), f"{path}.match", _RATE_LIMIT_MATCH)
+        prefix = match.get("path_prefix")
+        if prefix is not None and not prefix.startswith("/"):
+            c.add(f"{path}.match.path_prefix", f"must start with '/', got {prefix!r}")
+        methods = c.items(match.get("methods", []), f"{path}.match.methods", _method)
+        if "methods" in match and not match["methods"]:
+            c.add(f"{path}.match.methods", "must not be empty (leave it out to match every method)")
+        if complete:
+            rule.setdefault("burst", max(1, round(rule["rate"] + 0.4999)))  # a second's worth
+            rules.append(RateLimitRule(**rule, path_prefix=prefix, methods=frozenset(methods) or None))
+    return RateLimitConfig(**got, rules=tuple(rules))
+
+
+def _method(value: Any) -> str:
+    _expect(value, str, "a string")
+    if not _TOKEN_RE.fullmatch(value) or value != value.upper():
+        raise _Bad(f"bad method {value!r} (use upper case, e.g. 'POST')")
+    return value
+
+
 def load_config(path: str) -> Config:
     """Read and validate a TOML config file; every failure is a ConfigError."""
     source = str(path)
@@ -762,6 +925,15 @@ def with_overrides(config: Config, *, listen: str | Address | None = None,
     return config
 
 
+def _redact(url: str | None) -> str:
+    """A Redis URL without its password."""
+    parts = urlsplit(url or "")
+    if parts.password is None:
+        return url or ""
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
 def summarize(config: Config) -> str:
     """Human summary printed by `edge-router check-config`."""
     p, b = config.probe, config.breaker
@@ -784,6 +956,8 @@ def summarize(config: Config) -> str:
         f" degraded over {config.degrade.error_rate:.0%} errors or p95 {format_duration(config.degrade.latency)}"
         f" ({format_duration(config.degrade.window)} window, >= {config.degrade.min_requests} requests)",
         f"workers:        {config.workers}",
+        f"decisions:      {config.state.backend}"
+        + {"file": f" ({config.state.path})", "redis": f" ({_redact(config.state.url)})"}.get(config.state.backend, ""),
         f"regions ({len(config.regions)}):",
     ]
     width = max(len(r.id) for r in config.regions) if config.regions else 0
@@ -798,4 +972,12 @@ def summarize(config: Config) -> str:
             lines.append(f"  {', '.join(sorted(rule.countries))} -> only {', '.join(rule.regions)}")
     else:
         lines.append("residency:      none")
+    rl = config.rate_limit
+    if rl.rules:
+        lines.append(f"rate limit ({len(rl.rules)} rules, {rl.backend}):")
+        for r in rl.rules:
+            match = "".join((f" on {r.path_prefix}*" if r.path_prefix else "",
+                             f" for {','.join(sorted(r.methods))}" if r.methods else ""))
+            lines.append(f"  {r.name}: {r.rate_text}, burst {r.burst}, per {r.key}{match}"
+                         + (" (log_only)" if r.action == "log_only" else ""))
     return "\n".join(lines)

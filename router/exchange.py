@@ -47,7 +47,7 @@ class Exchange:
         "close_after", "status", "region", "request_id", "country", "client_ip",
         "attempts", "upstream_time", "rejected", "retry_held", "skipped",
         "order", "pos", "allowed", "common", "draw", "first_reason", "failed",
-        "t_sent", "task", "finished", "in_attempt", "out",
+        "t_sent", "task", "finished", "in_attempt", "out", "rl_headers",
     )
 
     def __init__(self, proxy: Proxy, client: "ClientConnection", req: "Request") -> None:
@@ -80,6 +80,7 @@ class Exchange:
         self.finished = False
         self.in_attempt = False
         self.out: list[bytes] = []  # bytes for the client, written once per region read
+        self.rl_headers = b""  # rate limit: remaining-quota header lines for the answer
         rid = req.request_id
         if rid and len(rid) <= 200 and all(c in _REQUEST_ID_OK for c in rid):
             self.request_id = rid
@@ -99,6 +100,15 @@ class Exchange:
             req = self.req
             self.client_ip = ip = proxy.client_of(self.client.peer, req.xff)
             country = self.country = proxy.geo.lookup(ip) if proxy.geo is not None else None
+            # -- rate limit (router/ratelimit): once, before any region is chosen --
+            if proxy.rate_limiter is not None:
+                verdict = proxy.rate_limiter.check(req.method, req.url, req.headers, ip, country)
+                if verdict.__class__ is not bytes:
+                    self.send_error(429, "rate_limited", verdict.detail, verdict.headers)
+                    self.finish()
+                    return
+                self.rl_headers = verdict
+            # -- end rate limit --
             allowed = self.allowed = store.residency.get(country) if country else None
             order = store.ranker.rank(RequestFacts(country, ip, req.method, "", store.next_seq()))
             if allowed is not None:  # residency narrows the candidates under every strategy
@@ -501,6 +511,8 @@ class Exchange:
         if self.proxy.config.geo.country_header:
             parts.append(b"X-Edge-Country: %s\r\n" % (self.country or "XX").encode())
         # -- end polish
+        if self.rl_headers:
+            parts.append(self.rl_headers)  # rate limit: remaining quota
         parts.append(b"X-Edge-Region: %s\r\nX-Request-Id: %s\r\n\r\n" % (region.encode(), self.request_id))
         self.head_sent = True
         early, complete, failed = self.conn.relay()
@@ -546,7 +558,7 @@ class Exchange:
         self.finish()
 
     # -- answers made by the router ---------------------------------------------------------
-    def send_error(self, status: int, error: str, detail: str) -> None:
+    def send_error(self, status: int, error: str, detail: str, extra_headers: tuple = ()) -> None:
         if self.head_sent or self.client.closed:
             return
         self.status = status
@@ -559,7 +571,7 @@ class Exchange:
                 status, error, detail,
                 region=self.region, request_id=self.request_id.decode("latin-1"),
                 close=self.close_after or self.proxy.shutting_down or not self.req.keep_alive,
-                extra_headers=RETRY_AFTER if status == 503 else (),
+                extra_headers=RETRY_AFTER if status == 503 else extra_headers,
             )
         )
 

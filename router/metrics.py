@@ -145,10 +145,35 @@ class Metrics:
         self.retry_budget_exhausted = Counter(
             "edge_router_retry_budget_exhausted", "Retries refused because the retry budget was spent.", registry=r,
         )
+        # Operator state and the decision store (shared state, issue 11).
+        self.region_admin_state = Gauge(
+            "edge_router_region_admin_state", "Operator decision: 0 enabled, 1 draining, 2 disabled.",
+            ["region"], registry=r,
+        )
+        self.region_effective_weight = Gauge(
+            "edge_router_region_effective_weight", "Region weight after operator weights and drains.",
+            ["region"], registry=r,
+        )
+        self.state_store_up = Gauge(
+            "edge_router_state_store_up",
+            "1 while the decision store ([state] backend) answers; 0: serving the last known decisions.",
+            registry=r,
+        )
+        self.state_store_up.set(1)
+        self.config_reload_success = Gauge(
+            "edge_router_config_reload_success", "Whether the last config reload succeeded (1) or was refused (0).",
+            registry=r,
+        )
+        self.config_reload_success.set(1)
         self.region_degraded = Gauge(
             "edge_router_region_degraded",
             "1 while the region's live error rate or p95 latency is over the [degrade] thresholds.",
             ["region"], registry=r,
+        )
+        self.rate_limited = Counter(
+            "edge_router_rate_limited",
+            "Requests over a rate limit, by rule: answered 429, or let through by a log_only rule.",
+            ["rule"], registry=r,
         )
         self.connections_refused = Counter(
             "edge_router_connections_refused",
@@ -193,6 +218,12 @@ class Metrics:
         for region in (*self.regions, "none"):
             for cls in (2, 3, 4, 5):
                 self.request_counts.setdefault((region, cls, name), 0)
+
+    def set_operator_state(self, views) -> None:
+        """admin_state and effective_weight gauges from a published snapshot's region views."""
+        for v in views:
+            self.region_admin_state.labels(v.id).set(2 if v.disabled else 1 if v.draining else 0)
+            self.region_effective_weight.labels(v.id).set(v.effective_weight)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

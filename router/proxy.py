@@ -41,25 +41,39 @@ def default_max_connections(config, nofile: int | None = None) -> int:
 class Proxy:
     """Shared by every client connection: the store, GeoIP, metrics, limits."""
 
-    def __init__(self, *, config, store: "RegionStore", geo, metrics, clock, access_log: Callable | None = None):
+    def __init__(self, *, config, store: "RegionStore", geo, metrics, clock, access_log: Callable | None = None,
+                 rate_limiter=None):
         self.loop = asyncio.get_running_loop()
-        self.config = config
-        self.limits = config.limits
         self.store = store
         self.geo = geo
         self.metrics = metrics
         self.clock = clock
         self.access_log = access_log
+        self.rate_limiter = rate_limiter  # router/ratelimit, None without rules
+        self.budget = RetryBudget.from_limits(config.limits)
+        self.scheme = b"https" if config.listen.tls_cert else b"http"
+        self.apply_config(config)
+        self.connections: set["ClientConnection"] = set()
+        self.active = 0
+        self.shutting_down = False
+        self.random = random.random
+        self._retry_waiters: collections.deque[asyncio.Future] = collections.deque()
+
+    def apply_config(self, config) -> None:
+        """Limits, trusted proxies and the retry budget's ratio, for the requests
+        that start from now on (also on a config reload)."""
+        self.config = config
+        self.limits = config.limits
         self.trusted = TrustedProxies(config.geo.trusted_proxies)
         # The same clients come back (and behind a load balancer, the same
         # peers): parsing their addresses once is enough.
         self.client_of = functools.lru_cache(maxsize=65536)(
             functools.partial(client_address, trusted=self.trusted)
         )
-        self.budget = RetryBudget.from_limits(config.limits)
+        # The budget keeps counting the requests in flight; only its ratios change.
+        self.budget.ratio = config.limits.retry_budget_ratio
+        self.budget.min_retries = config.limits.retry_budget_min
         self.max_in_flight = config.breaker.max_in_flight
-        self.scheme = b"https" if config.listen.tls_cert else b"http"
-        self.connections: set["ClientConnection"] = set()
         fd_room = default_max_connections(config)
         self.max_connections = config.limits.max_connections or fd_room
         if self.max_connections > fd_room:
@@ -67,10 +81,6 @@ class Proxy:
                 "limits.max_connections = %d leaves too few file descriptors for region pools and probes "
                 "(RLIMIT_NOFILE allows about %d client connections)", self.max_connections, fd_room,
             )
-        self.active = 0
-        self.shutting_down = False
-        self.random = random.random
-        self._retry_waiters: collections.deque[asyncio.Future] = collections.deque()
 
     def try_retry_now(self) -> bool:
         """A retry slot at once, if nobody queues before us."""

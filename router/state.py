@@ -18,7 +18,7 @@ from policies.model import CLOSED, OPEN, RegionSnapshot, RegionView
 from .breaker import CircuitBreaker
 from .clock import Clock
 from .config import Config, RegionConfig
-from .decisions import DecisionStore, Decisions, drain_factor
+from .store.model import Decisions, DecisionSource, drain_factor
 from .degrade import DEGRADED, Degrade
 from .ewma import PeakEwma
 from .health import HealthState
@@ -112,7 +112,7 @@ class RegionStore:
     def __init__(
         self,
         config: Config,
-        decisions: DecisionStore,
+        decisions: DecisionSource,
         metrics: Metrics,
         clock: Clock,
         wall: Callable[[], float] = time.time,
@@ -122,28 +122,11 @@ class RegionStore:
         self.metrics = metrics
         self.clock = clock
         self._wall = wall
-        self.regions: dict[str, RegionRuntime] = {}
         self._cap_hit = False  # the ejection cap kept a breaker closed (logged once)
         self._panicked: set[str] = set()  # regions in a breaker-panic episode (logged once)
-        for rc in config.regions:
-            rm = metrics.region_bound(rc.id)
-            rt = RegionRuntime(
-                rc,
-                CircuitBreaker(config.breaker, may_open=self.may_eject,
-                               on_change=lambda to, c=rm.transitions: c[to].inc()),
-                HealthState.from_config(config.probe),
-                rm,
-            )
-            rt.degrade = Degrade(config.degrade)
-            rt.slow_start = SlowStart(config.slow_start)
-            self.regions[rc.id] = rt
+        self.regions: dict[str, RegionRuntime] = {rc.id: self._runtime(rc) for rc in config.regions}
         metrics.in_flight = lambda: {rid: rt.in_flight for rid, rt in self.regions.items()}
-        self.country_home = dict(config.country_home)
-        self.residency: dict[str, frozenset[str]] = {}
-        for rule in config.residency:
-            for c in rule.countries:
-                self.residency[c] = self.residency.get(c, frozenset()) | frozenset(rule.regions)
-                metrics.residency_refusals.labels(c)  # the series exists at 0 from the start
+        self._maps()
         self.version = 0
         self.seq = 0  # requests ranked so far (RequestFacts.seq)
         # set by the prober: measure this region's latency now
@@ -156,6 +139,53 @@ class RegionStore:
         self._policy: Policy | None = None
         self.listeners: list[Callable[[RegionSnapshot], None]] = []
         self.publish()
+
+    def _runtime(self, rc: RegionConfig) -> RegionRuntime:
+        """A region's live state, fresh: at start and for a region a reload changed."""
+        config = self.config
+        rm = self.metrics.region_bound(rc.id)
+        rt = RegionRuntime(
+            rc,
+            CircuitBreaker(config.breaker, may_open=self.may_eject,
+                           on_change=lambda to, c=rm.transitions: c[to].inc()),
+            HealthState.from_config(config.probe),
+            rm,
+        )
+        rt.degrade = Degrade(config.degrade)
+        rt.slow_start = SlowStart(config.slow_start)
+        return rt
+
+    def _maps(self) -> None:
+        """The country map and residency rules, from self.config."""
+        self.country_home = dict(self.config.country_home)
+        self.residency: dict[str, frozenset[str]] = {}
+        for rule in self.config.residency:
+            for c in rule.countries:
+                self.residency[c] = self.residency.get(c, frozenset()) | frozenset(rule.regions)
+                self.metrics.residency_refusals.labels(c)  # the series exists at 0 from the start
+
+    def reconfigure(self, config: Config) -> list[RegionRuntime]:
+        """A reloaded config. A region whose settings (and breaker and rise/fall
+        settings) are unchanged keeps its live state; a changed or new one starts
+        fresh. Returns the runtimes no longer used: the caller drains their pools."""
+        p, q = config.probe, self.config.probe
+        fresh_verdicts = (
+            (config.breaker, config.degrade, config.slow_start) != (self.config.breaker, self.config.degrade,
+                                                                    self.config.slow_start)
+            or (p.fall, p.rise, p.flap_limit, p.flap_window, p.flap_hold)
+            != (q.fall, q.rise, q.flap_limit, q.flap_window, q.flap_hold))
+        old = self.regions
+        self.config = config
+        regions = {}
+        for rc in config.regions:
+            rt = old.get(rc.id)
+            regions[rc.id] = rt if rt is not None and rt.config == rc and not fresh_verdicts else self._runtime(rc)
+        self.metrics.regions = tuple(regions)
+        self.regions = regions
+        self._maps()
+        self._policy = None  # made again: strategy settings may have changed
+        self.publish()
+        return [rt for rid, rt in old.items() if regions.get(rid) is not rt]
 
     # -- publication -----------------------------------------------------------
     def publish(self) -> RegionSnapshot:
@@ -204,13 +234,14 @@ class RegionStore:
             rt.draining = drain is not None and not rt.disabled
             rt.admit = 1.0 if weighted and factor > 0 else factor
             factor *= rt.ramp
-            rt.effective_weight = rt.config.weight * factor
+            weight = d.weights.get(rt.id, rt.config.weight)  # an operator's weight wins over the file's
+            rt.effective_weight = weight * factor
             rt.health_excluded = rt.health.healthy is False and not panic
             views.append(
                 RegionView(
                     id=rt.id,
                     failover=rt.config.failover,
-                    weight=rt.config.weight,
+                    weight=weight,
                     effective_weight=rt.effective_weight,
                     healthy=rt.health.healthy,
                     breaker=state,

@@ -13,8 +13,16 @@ the listening sockets, one per worker slot in one SO_REUSEPORT group (so the
 kernel spreads connections), and keeps them: a worker inherits its slot's
 socket, and so does its replacement; connections that queued on it meanwhile
 wait instead of being reset, while the other workers keep serving. The
-replacement gets the operator's decisions replayed. More than CRASH_LIMIT deaths within CRASH_WINDOW seconds is a
-crash loop: the whole process stops with exit 1 and the orchestrator decides.
+replacement gets the operator's decisions replayed (with a file or Redis
+store it reads them from the store, like any replica). More than CRASH_LIMIT
+deaths within CRASH_WINDOW seconds is a crash loop: the whole process stops
+with exit 1 and the orchestrator decides.
+
+The supervisor probes the regions once per interval for the whole process tree
+and hands every result to the workers (VerdictFanout); with `[state] backend =
+"redis"` a mutation goes to one worker, which commits it, and the others take it
+from Redis; SIGHUP and POST /admin/reload are validated here, then every worker
+reloads.
 """
 from __future__ import annotations
 
@@ -30,13 +38,19 @@ from dataclasses import replace
 import aiohttp
 import orjson
 from aiohttp import web
+from prometheus_client import generate_latest
 from yarl import URL
 
 from .admin import MUTATIONS, _error, _json, audit, authorize, build_app
 from .aggregate import merge_metrics, merge_states
-from .config import Address, Config
+from .clock import Clock
+from .config import Address, Config, ConfigError
 from .logs import fatal, set_process_name, setup_logging
-from .metrics import CONTENT_TYPE
+from .metrics import CONTENT_TYPE, Metrics
+from .prober import Prober
+from .reload import plan_reload
+from .state import RegionRuntime, RegionStore
+from .store import MemoryDecisionStore
 
 log = logging.getLogger("edge_router.workers")
 
@@ -72,6 +86,51 @@ def exit_description(status: int) -> str:
     return f"exit {code}"
 
 
+# -- one prober per process tree -------------------------------------------------------
+VERDICTS_PATH = "/internal/verdicts"
+
+
+class VerdictFanout(RegionStore):
+    """The supervisor's own region store: its prober's results drive the
+    supervisor's probe cadence (rise/fall, fast and down intervals) and are
+    handed, as raw results, to every worker, whose own HealthState reaches the
+    same verdict. So N workers cost one probe per interval, not N."""
+
+    def __init__(self, config: Config, send) -> None:
+        super().__init__(config, MemoryDecisionStore(config.strategy), Metrics(tuple(r.id for r in config.regions)),
+                         Clock())
+        self.send = send
+
+    def record_probe(self, rt: RegionRuntime, ok: bool, latency: float | None) -> None:
+        super().record_probe(rt, ok, latency)
+        self.send({"region": rt.id, "ok": ok})
+
+    def record_latency(self, rt: RegionRuntime, seconds: float, confirming: bool = False) -> None:
+        super().record_latency(rt, seconds, confirming)
+        self.send({"region": rt.id, "latency": seconds, "confirming": confirming})
+
+
+def add_verdict_route(app: web.Application, router) -> None:
+    """In a worker: the supervisor's probe results, applied as if probed here."""
+
+    async def verdicts(request: web.Request) -> web.Response:
+        denied, _ = authorize(request, router.admin_token, "internal")
+        if denied:
+            return denied
+        store = router.store
+        for v in orjson.loads(await request.read()):
+            rt = store.regions.get(v["region"])
+            if rt is None:
+                continue  # a region this worker does not know (mid-reload)
+            if "ok" in v:
+                store.record_probe(rt, v["ok"], None)
+            else:
+                store.record_latency(rt, v["latency"], v.get("confirming", False))
+        return _json({"ok": True})
+
+    app.router.add_post(VERDICTS_PATH, verdicts)
+
+
 def _listeners(host: str, port: int, n: int) -> list[socket.socket]:
     """n listening sockets on one port, in one SO_REUSEPORT group."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -104,7 +163,20 @@ def _die_with_parent() -> None:
         pass
 
 
-def _worker(config: Config, internal_token: str, report_fd: int, sock: socket.socket) -> int:
+def _worker_reload(reload_source, config: Config):
+    """A worker reloads the file as the supervisor does, keeping its own
+    addresses (the shared port, its private admin port): the supervisor
+    reports what needs a restart."""
+    if reload_source is None:
+        return None
+
+    def load() -> Config:
+        return replace(reload_source(), listen=config.listen, admin=config.admin, workers=config.workers)
+
+    return load
+
+
+def _worker(config: Config, internal_token: str, report_fd: int, sock: socket.socket, reload_source=None) -> int:
     """In the child: run one router on the inherited listening socket; report
     its private admin port on the pipe."""
     from .server import Router, install_uvloop, open_geo, serve_until_signalled
@@ -117,14 +189,15 @@ def _worker(config: Config, internal_token: str, report_fd: int, sock: socket.so
         os.write(report_fd, b"%d\n" % router.admin_port)
         os.close(report_fd)
 
-    router = Router(config, open_geo(config), worker=True, admin_token=internal_token)
+    router = Router(config, open_geo(config), worker=True, admin_token=internal_token,
+                    reload_source=_worker_reload(reload_source, config))
     router.listen_sock = sock
     asyncio.run(serve_until_signalled(router, on_ready=ready))
     return 0
 
 
 def _spawn(worker_cfg: Config, internal: str, sock: socket.socket, close_fds: list[int],
-           slot: int = 0) -> tuple[int, int]:
+           slot: int = 0, reload_source=None) -> tuple[int, int]:
     """Fork one worker; (its pid, the read end of the pipe it reports its
     admin port on). Safe from inside the supervisor's running loop: the child
     drops the parent's loop, signal wake-up and sockets before it starts."""
@@ -135,7 +208,7 @@ def _spawn(worker_cfg: Config, internal: str, sock: socket.socket, close_fds: li
         set_process_name(f"worker {slot}")  # in every log line it writes
         try:
             signal.set_wakeup_fd(-1)  # else a signal here would wake the supervisor's loop
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
             asyncio.events._set_running_loop(None)  # forked from a running loop: not ours
             os.close(r)
@@ -144,7 +217,7 @@ def _spawn(worker_cfg: Config, internal: str, sock: socket.socket, close_fds: li
                     os.close(fd)
                 except OSError:
                     pass
-            code = _worker(worker_cfg, internal, w, sock)
+            code = _worker(worker_cfg, internal, w, sock, reload_source)
         except BaseException:  # noqa: BLE001 - whatever happens, never return into the parent's code
             logging.getLogger("edge_router.workers").exception("worker failed")
         finally:
@@ -153,7 +226,7 @@ def _spawn(worker_cfg: Config, internal: str, sock: socket.socket, close_fds: li
     return pid, r
 
 
-def run_workers(config: Config, n: int) -> int:
+def run_workers(config: Config, n: int, reload_source=None) -> int:
     """Fork n workers, then supervise them until SIGTERM/SIGINT. The exit code."""
     socks = _listeners(config.listen.address.host, config.listen.address.port, n)
     port = socks[0].getsockname()[1]
@@ -166,7 +239,7 @@ def run_workers(config: Config, n: int) -> int:
 
     def spawn(slot: int, close_fds: list[int]) -> tuple[int, int]:
         others = [s.fileno() for i, s in enumerate(socks) if i != slot]
-        return _spawn(worker_cfg, internal, socks[slot], others + close_fds, slot)
+        return _spawn(worker_cfg, internal, socks[slot], others + close_fds, slot, reload_source)
 
     children = [spawn(i, []) for i in range(n)]
     ports = []
@@ -186,6 +259,7 @@ def run_workers(config: Config, n: int) -> int:
     install_uvloop()
     sup = Supervisor(config, port, [p for p, _ in children], ports, internal)
     sup.respawn = spawn  # the sockets stay open here: replacements inherit them
+    sup.reload_source = reload_source
     try:
         return asyncio.run(sup.run())
     finally:
@@ -223,13 +297,32 @@ class Supervisor:
         for action in MUTATIONS:  # the same routes as one process (admin.ROUTES)
             setattr(self, action, self._mutation(action))
         self.session: aiohttp.ClientSession | None = None
+        self.reload_source = None  # set by run_workers when serving a config file
+        # With Redis every worker follows the store like any replica: a decision
+        # goes to one worker, which commits it; the others take it from Redis.
+        self.shared_store = config.state.backend == "redis"
+        # With a file or Redis a replacement worker reads the decisions from the
+        # store: only this tree's local overrides are replayed to it.
+        self.stored = config.state.backend != "memory"
+        self._verdicts: list[dict] = []
+        self._flush: asyncio.Task | None = None
+        self.prober: Prober | None = None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        reloads: set[asyncio.Task] = set()
+
+        def on_hup() -> None:
+            task = loop.create_task(self._reload_all())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        await self._start_prober(self.config)
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await runner.setup()
         a = self.config.admin.address
@@ -248,6 +341,8 @@ class Supervisor:
         await stop.wait()
         self.stopping = True  # /readyz answers 503 from now on
         watch.cancel()
+        if self.prober is not None:
+            await self.prober.stop()
         log.info("shutting down %d workers", len(self.pids))
         code = await self._stop_workers()
         await runner.cleanup()
@@ -360,6 +455,9 @@ class Supervisor:
 
     async def metrics(self, request: web.Request) -> web.Response:
         texts = [b.decode() for b in await self._all("/metrics")]
+        if self.prober is not None:  # the probes are counted here, once for the tree
+            texts.append(generate_latest(self.prober.store.metrics.registry.restricted_registry(
+                ["edge_router_probes_total"])).decode())
         return web.Response(body=merge_metrics(texts).encode(), headers={"Content-Type": CONTENT_TYPE})
 
     async def route(self, request: web.Request) -> web.Response:
@@ -373,9 +471,99 @@ class Supervisor:
         if self.stopping:
             return _json({"status": "not ready"}, 503)
         statuses = await asyncio.gather(*(self._get(u, "/readyz") for u in self.live), return_exceptions=True)
+        answers = [orjson.loads(s[1]) for s in statuses if not isinstance(s, BaseException)]
+        detail = {"decisions": answers[0].get("decisions")} if answers else {}
         if any(not isinstance(s, BaseException) and s[0] == 200 for s in statuses):
-            return _json({"status": "ready"})
-        return _json({"status": "not ready"}, 503)
+            return _json({"status": "ready", **detail})
+        return _json({"status": "not ready", **detail}, 503)
+
+    # -- config reload -----------------------------------------------------------------
+    async def reload(self, request: web.Request) -> web.Response:
+        denied, who = authorize(request, self.token, self.config.admin.token_env)
+        if denied:
+            return denied
+        if self.reload_source is None:
+            return _error(409, "no_config_file", "this router runs the built-in default config: nothing to reload")
+        result = await self._reload_all()
+        audit(request, who, "reload", {"ok": result["ok"]})
+        if not result["ok"]:
+            return _json({"error": "invalid_config", "detail": "the running config is kept",
+                          "problems": result["problems"]}, 400)
+        return _json(result)
+
+    async def _reload_all(self) -> dict:
+        """Validate here (problems reported once), then every worker reloads."""
+        if self.reload_source is None:
+            log.warning("SIGHUP: this router runs the built-in default config; nothing to reload")
+            return {"ok": False, "problems": ["no config file"]}
+        try:
+            loaded = self.reload_source()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("config reload refused, running config kept: %s", problem)
+            # The workers check the same file and keep their config too (and set the metric).
+            await self._post_all("/admin/reload")
+            return {"ok": False, "problems": exc.problems}
+        plan = plan_reload(self.config, loaded)
+        answers = await self._post_all("/admin/reload")
+        results = [orjson.loads(body) if status < 500 else {"ok": False, "problems": [body.decode()]}
+                   for status, body in answers]
+        bad = [r for r in results if not r.get("ok", False)]
+        if bad or not results:
+            return {"ok": False, "problems": sorted({p for r in bad for p in r.get("problems", ["?"])})
+                    or ["no worker answered"]}
+        self.config = plan.config
+        await self._start_prober(plan.config)
+        merged = dict(results[0])
+        merged["needs_restart"] = list(plan.needs_restart)
+        merged["workers"] = len(results)
+        return merged
+
+    # -- probes, once for the tree -----------------------------------------------------
+    async def _start_prober(self, config: Config) -> None:
+        if self.prober is not None:
+            await self.prober.stop()
+        self.prober = Prober(config, VerdictFanout(config, self._queue_verdict))
+        await self.prober.start()
+
+    def _queue_verdict(self, verdict: dict) -> None:
+        """Results of one event-loop turn go to the workers in one POST each."""
+        self._verdicts.append(verdict)
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.get_running_loop().create_task(self._send_verdicts())
+
+    async def _send_verdicts(self) -> None:
+        await asyncio.sleep(0)
+        while self._verdicts:  # what arrived during a delivery goes in the next one
+            batch, self._verdicts = self._verdicts, []
+            for url, (status, body) in zip(self.live, await self._post_all(VERDICTS_PATH, orjson.dumps(batch))):
+                if status != 200:
+                    log.warning("probe results not delivered to worker %s: %s", url, body[:200])
+
+    async def _post_all(self, path: str, body: bytes = b"") -> list[tuple[int, bytes]]:
+        headers = {"Authorization": f"Bearer {self.internal}", "Content-Type": "application/json"}
+
+        async def post(url: str) -> tuple[int, bytes]:
+            try:
+                async with self.session.post(URL(url + path, encoded=True), data=body, headers=headers) as resp:
+                    return resp.status, await resp.read()
+            except aiohttp.ClientError as exc:
+                return 502, f"worker {url}: {exc}".encode()
+
+        return list(await asyncio.gather(*(post(u) for u in self.live)))
+
+    async def _converge(self, version: int, timeout: float = 2.0) -> None:
+        """Wait (bounded) until every worker applied the store's version: the
+        answer then means "in force in this whole process tree"."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pending = list(self.live[1:])
+        while pending and loop.time() < deadline:
+            states = await asyncio.gather(*(self._get(u, "/admin/state") for u in pending), return_exceptions=True)
+            pending = [u for u, st in zip(pending, states)
+                       if isinstance(st, BaseException) or orjson.loads(st[1])["decisions"]["version"] < version]
+            if pending:
+                await asyncio.sleep(0.01)
 
     def _mutation(self, action: str):
         async def handler(request: web.Request) -> web.Response:
@@ -384,10 +572,18 @@ class Supervisor:
                 return denied
             body = await request.read()
             headers = {"Authorization": f"Bearer {self.internal}", "Content-Type": "application/json"}
+            try:
+                parsed = orjson.loads(body) if body.strip() else {}
+            except orjson.JSONDecodeError:
+                parsed = None  # worker 0 answers the 400
+            local = isinstance(parsed, dict) and parsed.get("scope") == "local"
             # The first worker validates (the same 400/404 answers as one process);
-            # only then do the others follow.
+            # only then do the others follow -- unless the store carries it to them.
+            live = self.live
+            # A lift is each process's own limiter state: every worker hears it.
+            targets = live[:1] if self.shared_store and not local and action != "ratelimit_lift" else live
             answers = []
-            for i, url in enumerate(self.live):
+            for i, url in enumerate(targets):
                 try:
                     # The path as the operator sent it, still encoded: decoded,
                     # "x%2F..%2Fus-west-2" would become another region's path.
@@ -403,24 +599,33 @@ class Supervisor:
                 failed = [i for i, (s, _) in enumerate(answers) if s >= 300]
                 if failed:
                     return _error(502, "partial", f"workers {failed} refused what worker 0 accepted")
-                args = orjson.loads(body) if body.strip() else {}
+                if len(targets) < len(live):
+                    await self._converge(orjson.loads(first).get("version", 0))
+                args = parsed if isinstance(parsed, dict) else {}
+                if action == "ratelimit_lift":  # the worker's answer: an API key hashed, not in clear
+                    args = orjson.loads(first)
                 if "id" in request.match_info:
-                    args = {"region": request.match_info["id"], **(args if isinstance(args, dict) else {})}
+                    args = {"region": request.match_info["id"], **args}
                 audit(request, who, action, args)
                 key = request.match_info.get("id", "strategy")
-                self.decisions.pop(key, None)  # re-inserted last: replayed in order
-                self.decisions[key] = (request.method, request.raw_path, body)
-                self.decisions_version += 1
+                if action == "ratelimit_lift":  # replayed to a replaced worker under its own key
+                    key = f"lift:{args.get('rule')}:{args.get('key')}"
+                if local or not self.stored:
+                    self.decisions.pop(key, None)  # re-inserted last: replayed in order
+                    self.decisions[key] = (request.method, request.raw_path, body)
+                    self.decisions_version += 1
+                elif action == "enable":  # the shared enable cleared this tree's local override too
+                    self.decisions.pop(key, None)
             return web.Response(body=first, status=status, content_type="application/json")
 
         return handler
 
 
-def serve_workers(config: Config) -> int:
+def serve_workers(config: Config, reload_source=None) -> int:
     setup_logging(config.log.level, fmt=config.log.format)
     set_process_name("supervisor")
     try:
-        return run_workers(config, config.workers)
+        return run_workers(config, config.workers, reload_source)
     except OSError as exc:
         fatal(f"cannot start: {exc}")
         return 1

@@ -81,9 +81,19 @@ def test_healthz_and_readyz(rp):
     assert r.status == 200
     r = request(rp.admin, "GET", "/readyz")
     assert r.status == 200, r.body
-    # No region available at all (every one disabled): not ready, but alive.
-    for rid in REGIONS:
+    # Disabling the last enabled region is refused (409 naming the regions) ...
+    for rid in REGIONS[:-1]:
         assert rp.admin_req("POST", f"/admin/regions/{rid}/disable").status == 200
+    r = rp.admin_req("POST", f"/admin/regions/{REGIONS[-1]}/disable")
+    assert r.status == 409 and r.json()["error"] == "conflict", r.body
+    assert set(r.json()["regions"]) == set(REGIONS) and "force" in r.json()["detail"]
+    r = rp.admin_req("POST", f"/admin/regions/{REGIONS[-1]}/drain", {"over": "1s"})
+    assert r.status == 409
+    assert request(rp.admin, "GET", "/readyz").status == 200
+    # ... unless forced. No region available at all: not ready, but alive.
+    r = rp.admin_req("POST", f"/admin/regions/{REGIONS[-1]}/disable", {"force": True})
+    assert r.status == 200 and r.json()["force"] is True
+    assert audit_lines(rp)[-1]["args"] == {"region": REGIONS[-1], "force": True}
     assert request(rp.admin, "GET", "/readyz").status == 503
     assert request(rp.admin, "GET", "/healthz").status == 200
     assert rp.state()["panic"] is False  # an operator's decision, not a prober failure

@@ -26,8 +26,7 @@ def captured():
     restored afterwards (other tests' caplog needs propagation to the root)."""
     buf = io.StringIO()
     names = ("edge_router", "edge_router.audit", "aiohttp", "asyncio")
-    saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).level,
-                 logging.getLogger(n).propagate) for n in names}
+    saved = {n: (lg.handlers[:], lg.level, lg.propagate) for n in names for lg in [logging.getLogger(n)]}
 
     def setup(fmt):
         logs.setup_logging("debug", stream=buf, fmt=fmt)
@@ -35,11 +34,10 @@ def captured():
 
     yield setup
     logs.set_process_name(None)
+    # As they were: other tests read records through propagation (caplog).
     for n, (handlers, level, propagate) in saved.items():
         lg = logging.getLogger(n)
-        lg.handlers[:] = handlers
-        lg.setLevel(level)
-        lg.propagate = propagate
+        lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
 
 
 def test_iso_time_is_utc_with_milliseconds():

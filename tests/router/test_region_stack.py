@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -157,6 +157,7 @@ def region_answers(draw):
             del data[i]
         else:
             data.insert(i, draw(st.integers(0, 255)))
+    assume(b"resp-B" not in data)  # a flipped byte can spell B's marker: not a leak
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=4)))
     reads, prev = [], 0
     for c in cuts + [len(data)]:

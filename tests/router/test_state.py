@@ -5,7 +5,7 @@ from dataclasses import replace
 
 from router.clock import FakeClock
 from router.config import default_config
-from router.decisions import MemoryDecisionStore
+from router.store import MemoryDecisionStore
 from router.explain import explain_route
 from router.metrics import Metrics
 from router.state import RegionStore, skip_reason
