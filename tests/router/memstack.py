@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from router.clock import FakeClock
 from router.config import parse_config
-from router.decisions import MemoryDecisionStore
+from router.store import MemoryDecisionStore
 from router.listener import ClientConnection
 from router.metrics import Metrics
 from router.pool import Endpoint, UpstreamPool

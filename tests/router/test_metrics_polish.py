@@ -6,7 +6,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from router.clock import FakeClock
 from router.config import default_config
-from router.decisions import MemoryDecisionStore
+from router.store import MemoryDecisionStore
 from router.metrics import Metrics
 from router.prober import probe_result
 from router.state import RegionStore

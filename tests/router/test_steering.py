@@ -13,7 +13,7 @@ from policies import NAMES
 from policies.model import RequestFacts
 from router.clock import FakeClock
 from router.config import DegradeConfig, default_config
-from router.decisions import MemoryDecisionStore
+from router.store import MemoryDecisionStore
 from router.explain import explain_route
 from router.metrics import Metrics
 from router.state import RegionStore, skip_reason

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from router.clock import FakeClock
 from router.config import LimitsConfig, default_config
-from router.decisions import MemoryDecisionStore
+from router.store import MemoryDecisionStore
 from router.listener import ClientConnection
 from router.metrics import Metrics
 from router.pool import Endpoint, UpstreamPool
