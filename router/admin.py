@@ -21,6 +21,7 @@ from .config import parse_duration
 from .explain import explain_route
 from .metrics import CONTENT_TYPE
 from .ratelimit import LiftError
+from .ops.page import status_page
 from .state import RegionStore
 from .store import Conflict, DecisionBook, Mutation, StoreUnavailable, replica_id
 
@@ -57,10 +58,39 @@ ROUTES = (
     ("POST", "/admin/ratelimit/lift", "ratelimit_lift"),
 )
 MUTATIONS = ("set_strategy", "drain", "disable", "enable", "set_weight", "ratelimit_lift")
+# The supervisor of `--workers N` names the operator to its workers (whose own
+# caller, with the internal token, is the supervisor itself).
+OPERATOR_HEADER = "X-Edge-Operator"
+# audit action -> notification event kind (router/ops/notify.py)
+OPERATOR_EVENTS = {"set_strategy": "strategy_changed", "drain": "region_drained",
+                   "disable": "region_disabled", "enable": "region_enabled", "set_weight": "region_weight_changed"}
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler) -> web.StreamResponse:
+    """aiohttp's own answers (no such path, wrong method, body too large) as JSON,
+    like every other admin error."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            allowed = sorted(exc.allowed_methods)
+            resp = _error(405, "method_not_allowed",
+                          f"{request.method} is not allowed on {request.path}; allowed: {', '.join(allowed)}",
+                          allowed=allowed)
+            resp.headers["Allow"] = ", ".join(allowed)
+            return resp
+        if isinstance(exc, web.HTTPNotFound):
+            return _error(404, "not_found", f"no admin endpoint {request.path}",
+                          endpoints=["/", *dict.fromkeys(path for _, path, _ in ROUTES)])
+        return _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
 
 
 def build_app(handlers: object) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024, middlewares=[json_errors])
+    app.router.add_get("/", status_page)  # the live status page (router/ops/page.py)
     for method, path, name in ROUTES:
         app.router.add_route(method, path, getattr(handlers, name))
     return app
@@ -203,6 +233,12 @@ class AdminAPI:
         return data
 
     def _audit(self, request: web.Request, who: str, action: str, args: dict) -> None:
+        kind = OPERATOR_EVENTS.get(action)
+        if not self.audit:  # a worker: authorized with the internal token, so the header is the supervisor's
+            who = request.headers.get(OPERATOR_HEADER, "")  # none: a decision replayed to a new worker
+        if kind is not None and who:
+            self.store.notifier.emit(kind, args.get("region"), who=who,
+                                     **{k: v for k, v in args.items() if k != "region"})
         if self.audit:
             audit(request, who, action, args)
 

@@ -1,4 +1,4 @@
-"""`edge-router` command line: demo, serve, check-config, geo, simulate."""
+"""`edge-router` command line: demo, serve, check-config, geo, simulate, drill."""
 from __future__ import annotations
 
 import argparse
@@ -93,7 +93,29 @@ def _parser() -> argparse.ArgumentParser:
         description="Run simulated regions and a control server that injects faults.",
         epilog=CONTROL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     ))
+    drill_flags(sub.add_parser(
+        "drill", help="planned failover drill against a running router",
+        description="Drain a region over --over, check its traffic moved to its failover regions with few "
+                    "errors, hold, enable it again and check its traffic comes back. Needs traffic through "
+                    "the router. Exit 0: passed, 1: failed, 2: could not run. Ctrl-C enables the region again.",
+    ))
     return p
+
+
+def drill_flags(d: argparse.ArgumentParser) -> None:
+    d.add_argument("--admin", required=True, metavar="URL", help="the router's admin API, e.g. http://127.0.0.1:9901")
+    d.add_argument("--region", required=True, metavar="ID", help="the region to drain")
+    d.add_argument("--over", default="30s", metavar="DURATION", help="drain window (default 30s)")
+    d.add_argument("--hold", default="60s", metavar="DURATION", help="time held fully drained (default 60s)")
+    d.add_argument("--settle", default="10s", metavar="DURATION",
+                   help="traffic measured before and after the drill (default 10s)")
+    d.add_argument("--recover-timeout", default="30s", metavar="DURATION",
+                   help="how long the region's traffic may take to come back (default 30s)")
+    d.add_argument("--max-error-rate", type=float, default=0.05, metavar="RATIO",
+                   help="share of 5xx answers tolerated during the drill (default 0.05)")
+    d.add_argument("--token-env", default="EDGE_ROUTER_ADMIN_TOKEN", metavar="NAME",
+                   help="environment variable holding the admin token (default EDGE_ROUTER_ADMIN_TOKEN)")
+    d.add_argument("--json", action="store_true", help="write the report as JSON on stdout")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             from .simulator.cli import run
 
             return run(args)
+        if args.command == "drill":
+            from .ops.drill_run import drill_command
+
+            return drill_command(args)
         if args.command == "demo":
             from .demo import run_demo
 

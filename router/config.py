@@ -216,6 +216,7 @@ class Config:
     # strategy name -> its Settings, from the table named after it ([least_latency])
     strategies: Mapping[str, Any] = field(default_factory=dict)
     rate_limit: RateLimitConfig = RateLimitConfig()
+    notify: tuple["NotifyConfig", ...] = ()
 
     @property
     def country_home(self) -> Mapping[str, str]:
@@ -532,7 +533,7 @@ _TOP = {
     "default_region": _string, "strategy": _choice(STRATEGIES, "strategy"),
     "workers": _integer(1), "listen": dict, "admin": dict, "geo": dict, "probe": dict,
     "breaker": dict, "limits": dict, "log": dict, "regions": list, "residency": list,
-    "degrade": dict, "slow_start": _duration(allow_zero=True), "state": dict, "rate_limit": dict,
+    "degrade": dict, "slow_start": _duration(allow_zero=True), "state": dict, "rate_limit": dict, "notify": list,
     **{table: dict for table in _STRATEGY_SETTINGS},
 }
 
@@ -647,6 +648,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     state = c.table(top.get("state", {}), "state", _STATE)
     _check_state(c, state)
     rate_limit = _rate_limit(c, top.get("rate_limit", {}), state)
+    notify = _notify(c, top.get("notify", []))
 
     if c.problems:
         raise ConfigError(c.problems, source)
@@ -668,6 +670,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         residency=residency,
         workers=top.get("workers", 1),
         rate_limit=rate_limit,
+        notify=notify,
     )
 
 
@@ -981,3 +984,37 @@ def summarize(config: Config) -> str:
             lines.append(f"  {r.name}: {r.rate_text}, burst {r.burst}, per {r.key}{match}"
                          + (" (log_only)" if r.action == "log_only" else ""))
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- [[notify]]
+# Event groups a [[notify]] entry can subscribe to (router/ops/notify.py EVENT_KINDS maps
+# each event kind to one of them).
+NOTIFY_EVENTS = ("health", "breaker", "degraded", "panic", "failover", "operator", "reload")
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyConfig:
+    """One [[notify]] webhook: where, with which bearer token, for which events."""
+
+    url: str
+    token_env: str | None = None  # bearer token read from this environment variable
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    min_interval: float = 30.0  # at most one message per region per event kind per this
+
+
+_NOTIFY = {"url": _url, "token_env": _string, "events": _string_list, "min_interval": _duration(allow_zero=True)}
+
+
+def _notify(c: _Checker, raw: list) -> tuple[NotifyConfig, ...]:
+    out: list[NotifyConfig] = []
+    for i, entry in enumerate(raw):
+        path = f"notify[{i}]"
+        got = c.table(entry, path, _NOTIFY)
+        if "events" in got:
+            events = c.items(got["events"], f"{path}.events", _choice(NOTIFY_EVENTS, "event"))
+            if not got["events"]:
+                c.add(f"{path}.events", "must not be empty (leave it out for every event)")
+            got["events"] = tuple(dict.fromkeys(events))
+        if c.require(got, entry, path, ("url",)):
+            out.append(NotifyConfig(**got))
+    return tuple(out)

@@ -74,6 +74,7 @@ def _banner(router: Router, sim: Simulator, clients, token: str) -> str:
         "edge-router demo is running (Ctrl-C stops everything)",
         f"  traffic:   {url}",
         f"  admin:     {admin}   (token: {token})",
+        f"  status:    {admin}/   (the live status page: open it in a browser)",
         f"  simulator: http://{sim.host}:{sim.control_port}/regions",
         "  regions:   " + ", ".join(f"{r} on :{p}" for r, p in sim.ports.items()),
         "",

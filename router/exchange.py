@@ -587,6 +587,7 @@ class Exchange:
 
     def count_failover(self, src: str, dst: str, reason: str) -> None:
         self.proxy.metrics.failovers.labels(src, dst, reason).inc()
+        self.proxy.store.notifier.failover(src, dst, reason)
 
     def finish_log(self) -> None:
         proxy = self.proxy

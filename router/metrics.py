@@ -165,6 +165,12 @@ class Metrics:
             registry=r,
         )
         self.config_reload_success.set(1)
+        self.notifications = Counter(
+            "edge_router_notifications", "Webhook notifications, by outcome: sent, retried, failed, "
+            "dropped (queue full), coalesced (held back by notify.min_interval).", ["outcome"], registry=r,
+        )
+        for outcome in ("sent", "retried", "failed", "dropped", "coalesced"):
+            self.notifications.labels(outcome)
         self.region_degraded = Gauge(
             "edge_router_region_degraded",
             "1 while the region's live error rate or p95 latency is over the [degrade] thresholds.",

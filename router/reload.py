@@ -16,7 +16,7 @@ from .config import Config
 
 # Config fields applied live vs kept until a restart (the rest of Config's fields
 # are compared as whole sections).
-RESTART_ONLY = ("listen", "admin", "workers", "state", "log")
+RESTART_ONLY = ("listen", "admin", "workers", "state", "log", "notify")  # webhooks: their sender starts with the process
 
 
 @dataclass(frozen=True, slots=True)

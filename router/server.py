@@ -19,6 +19,7 @@ from .config import Config, ConfigError
 from .listener import ClientConnection
 from .logs import AccessLog
 from .metrics import Metrics
+from .ops.notify import Notifier
 from .pool import Endpoint, UpstreamPool, client_ssl_context
 from .prober import Prober
 from .proxy import Proxy
@@ -61,6 +62,9 @@ class Router:
         self.decisions.on_status.append(lambda up: self.metrics.state_store_up.set(1 if up else 0))
         self.store.listeners.append(lambda snap: self.metrics.set_operator_state(snap.regions))
         self.metrics.set_operator_state(self.store.snapshot.regions)
+        self.store.notifier = Notifier(
+            config.notify, count=lambda outcome: self.metrics.notifications.labels(outcome).inc(), now=self.clock.now,
+        )
         self.prober = Prober(config, self.store)
         # Config reload (SIGHUP, POST /admin/reload): re-reads and validates the file.
         self.reload_source = reload_source
@@ -140,6 +144,7 @@ class Router:
         self.admin_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         if not token and not self.worker:
             log.warning("no admin token in $%s: admin mutations are refused (403)", cfg.admin.token_env)
+        await self.store.notifier.start()
         if self.probing:
             await self.prober.start()
         await self.rate_limiter.start()
@@ -179,6 +184,8 @@ class Router:
                 for problem in exc.problems:
                     log.error("config reload refused, running config kept: %s", problem)
                 self.metrics.config_reload_success.set(0)
+                self.store.notifier.emit("config_reload_failed", problems=len(exc.problems),
+                                         first_problem=exc.problems[0] if exc.problems else "")
                 return {"ok": False, "problems": exc.problems}
             plan = plan_reload(self.config, loaded)
             old_limits = self.config.limits
@@ -215,6 +222,7 @@ class Router:
             )
             if problems:
                 result.update(ok=False, problems=problems)
+            self.store.notifier.emit("config_reloaded", changed=", ".join(plan.changed) or "nothing")
             log.warning("config reloaded: changed %s%s", ", ".join(plan.changed) or "nothing",
                         f"; needs a restart: {', '.join(plan.needs_restart)}" if plan.needs_restart else "")
             return result
@@ -274,6 +282,7 @@ class Router:
         await self.prober.stop()
         await self.decisions.close()
         await self.rate_limiter.stop()
+        await self.store.notifier.stop()
         for rt in self.store.regions.values():
             if rt.pool is not None:
                 rt.pool.close()

@@ -23,6 +23,7 @@ from .degrade import DEGRADED, Degrade
 from .ewma import PeakEwma
 from .health import HealthState
 from .metrics import BREAKER_VALUES, Metrics, RegionMetrics
+from .ops.notify import Notifier
 from .slowstart import RampedRanker, SlowStart
 
 log = logging.getLogger("edge_router.state")
@@ -138,6 +139,7 @@ class RegionStore:
         self.strategy = ""
         self._policy: Policy | None = None
         self.listeners: list[Callable[[RegionSnapshot], None]] = []
+        self.notifier = Notifier(())  # webhooks; the server puts the configured one here
         self.publish()
 
     def _runtime(self, rc: RegionConfig) -> RegionRuntime:
@@ -215,6 +217,7 @@ class RegionStore:
                 log.error("panic: every region looks down to the prober; ignoring its verdicts")
             else:
                 log.warning("panic over: prober verdicts are used again")
+            self.notifier.emit("panic_started" if panic else "panic_ended")
         # A policy that schedules by effective weight (round-robin) has applied the
         # drain and slow start already; admitting only `factor` of its picks on top
         # would count them twice and spill the rest onto the next region in the
@@ -302,6 +305,8 @@ class RegionStore:
         log.log(level, "region %s %s: %s over the last %gs (thresholds: error rate %g, p95 %gs,"
                 " at least %d requests)", rt.id, change, rt.degrade.stats_at_change.describe(),
                 cfg.window, cfg.error_rate, cfg.latency, cfg.min_requests)
+        self.notifier.emit("region_degraded" if change == DEGRADED else "region_recovered", rt.id,
+                           detail=f"{change}: {rt.degrade.stats_at_change.describe()} over the last {cfg.window:g}s")
 
     # -- events from the data plane and the prober -----------------------------
     def breaker_changed(self, rt: RegionRuntime, new_state: str | None) -> None:
@@ -312,6 +317,9 @@ class RegionStore:
                 log.log(level, "breaker %s: open for %gs: %s", rt.id, b.open_for, b.why)
             else:
                 log.log(level, "breaker %s: %s: %s", rt.id, new_state, b.why)
+            if new_state != "half-open":
+                self.notifier.emit("breaker_open" if new_state == OPEN else "breaker_closed", rt.id,
+                                   detail=b.why)
             self.publish()
 
     def may_eject(self) -> bool:
@@ -335,6 +343,7 @@ class RegionStore:
         if rid not in self._panicked:
             self._panicked.add(rid)
             log.error("breaker panic: every candidate's breaker is open; sending to %s anyway", rid)
+            self.notifier.emit("breaker_panic", rid)
         return self.regions[rid]
 
     def record_probe(self, rt: RegionRuntime, ok: bool, latency: float | None) -> None:
@@ -354,6 +363,8 @@ class RegionStore:
                 log.info("region %s is now healthy%s", rt.id, " again" if was is False else "")
             else:
                 log.warning("region %s is now UNHEALTHY (%d probes failed in a row)", rt.id, rt.health.fall)
+            if was is not None or not rt.health.healthy:  # not the first "healthy" at startup
+                self.notifier.emit("region_healthy" if rt.health.healthy else "region_unhealthy", rt.id)
             if was is False and rt.health.healthy:
                 # Back after being down: let trial requests through at once
                 # rather than keep it out for the rest of open_for.

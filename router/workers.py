@@ -41,7 +41,7 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from yarl import URL
 
-from .admin import MUTATIONS, _error, _json, audit, authorize, build_app
+from .admin import MUTATIONS, OPERATOR_HEADER, _error, _json, audit, authorize, build_app
 from .aggregate import merge_metrics, merge_states
 from .clock import Clock
 from .config import Address, Config, ConfigError
@@ -239,7 +239,9 @@ def run_workers(config: Config, n: int, reload_source=None) -> int:
 
     def spawn(slot: int, close_fds: list[int]) -> tuple[int, int]:
         others = [s.fileno() for i, s in enumerate(socks) if i != slot]
-        return _spawn(worker_cfg, internal, socks[slot], others + close_fds, slot, reload_source)
+        # One worker (slot 0, and its replacements) sends the webhooks, not N copies of each message.
+        cfg = worker_cfg if slot == 0 else replace(worker_cfg, notify=())
+        return _spawn(cfg, internal, socks[slot], others + close_fds, slot, reload_source)
 
     children = [spawn(i, []) for i in range(n)]
     ports = []
@@ -571,7 +573,8 @@ class Supervisor:
             if denied:
                 return denied
             body = await request.read()
-            headers = {"Authorization": f"Bearer {self.internal}", "Content-Type": "application/json"}
+            headers = {"Authorization": f"Bearer {self.internal}", "Content-Type": "application/json",
+                       OPERATOR_HEADER: who}  # the operator, for the workers' notifications
             try:
                 parsed = orjson.loads(body) if body.strip() else {}
             except orjson.JSONDecodeError:

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,3 +301,31 @@ def raw(port: int, data: bytes, timeout: float = 5.0, read_until_close: bool = T
             if not read_until_close and b"\r\n\r\n" in b"".join(chunks):
                 break
         return b"".join(chunks)
+
+
+class Traffic:
+    """Clients (one thread per X-Forwarded-For address) sending requests to a router
+    until the block ends."""
+
+    def __init__(self, port: int, ips: tuple[str, ...], pause: float = 0.03) -> None:
+        self.pause = pause
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(port, ip), daemon=True) for ip in ips]
+
+    def run(self, port: int, ip: str) -> None:
+        while not self.stop.is_set():
+            try:
+                request(port, "GET", "/api/v1/echo", headers={"X-Forwarded-For": ip}, timeout=5)
+            except OSError:
+                pass
+            time.sleep(self.pause)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(10)
