@@ -117,6 +117,9 @@ class LimitsConfig:
     send_timeout: float = 60.0  # client not reading its answer this long -> cut (nginx send_timeout)
     max_connections: int | None = None  # client connections; None: sized from RLIMIT_NOFILE
     max_response_header_bytes: int = 65536  # larger region head -> 502 upstream_head_too_large
+    tunnel_idle_timeout: float = 300.0  # a WebSocket tunnel with no byte either way is closed
+    tunnel_drain_timeout: float = 60.0  # a disabled region's tunnels live this long, then close
+    max_tunnels: int | None = None  # open WebSocket tunnels; None: half of max_connections
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,6 +478,8 @@ _LIMITS = {
     "max_attempts": _integer(1), "drain_timeout": _duration(allow_zero=True),
     "body_timeout": _duration(), "send_timeout": _duration(), "max_connections": _integer(1),
     "max_response_header_bytes": _integer(1024),
+    "tunnel_idle_timeout": _duration(), "tunnel_drain_timeout": _duration(allow_zero=True),
+    "max_tunnels": _integer(0),
 }
 LOG_FORMATS = ("text", "json")
 _LOG = {"level": _choice(LOG_LEVELS, "log level"), "access_log": _boolean,

@@ -55,7 +55,7 @@ class Request:
     __slots__ = (
         "method", "url", "version", "headers", "keep_alive", "host", "xff", "xfproto",
         "request_id", "content_length", "chunked", "expect", "conn_tokens", "body",
-        "complete", "started", "te", "upgrade", "dispatched",
+        "complete", "started", "te", "upgrade", "dispatched", "websocket",
     )
 
     def __init__(self, started: float) -> None:
@@ -77,6 +77,7 @@ class Request:
         self.started = started
         self.te: bytes | None = None  # Transfer-Encoding, every field joined
         self.upgrade = False
+        self.websocket = False  # an RFC 6455 opening handshake: tunnelled after a 101
         self.dispatched = False  # handed to the proxy (or queued behind an answer)
 
 
@@ -85,7 +86,7 @@ class ClientConnection(asyncio.Protocol):
         "proxy", "loop", "transport", "parser", "peer", "tls", "req", "queue", "exchange",
         "closed", "_reading_paused", "_write_paused", "_timer", "_deadline",
         "_deadline_kind", "_reject", "_max_head", "_in_head", "_head_bytes", "_head_parts", "_tail",
-        "_refused", "_hold_first",
+        "_refused", "_upgrade_tail", "_hold_first",
     )
 
     def __init__(self, proxy: "Proxy", tls: bool = False) -> None:
@@ -114,6 +115,7 @@ class ClientConnection(asyncio.Protocol):
         self._head_parts: list[bytes] = []  # an unfinished head, joined once when its end comes
         self._tail = b""  # its last two bytes, for an end split across reads
         self._refused: Rejected | None = None  # a pipelined request refused, answered in its turn
+        self._upgrade_tail: bytes | None = None  # after an upgrade head: the bytes that followed it
 
     # -- asyncio.Protocol ------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -178,6 +180,8 @@ class ClientConnection(asyncio.Protocol):
                 piece = data if pos == 0 and stop == size else memoryview(data)[pos:stop]
                 pos = stop
             if not self._feed(piece):
+                if self._upgrade_tail is not None:
+                    self._upgrade_tail = data[pos:]  # a tunnel may want them
                 return
             if self._in_head and self.req is not None:
                 # A chunked body ended and the next head began in the same read.
@@ -223,8 +227,10 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             # Upgrade is hop-by-hop and not forwarded: the request went on as a
             # plain one (req.upgrade), and the connection closes after its
-            # answer; the bytes of the would-be protocol are not read.
+            # answer; the bytes of the would-be protocol are not read -- unless
+            # a websocket tunnel opens (hand_over).
             self.pause_reading()
+            self._upgrade_tail = b""
             return False
         except httptools.HttpParserCallbackError as exc:
             rej = self._reject or _as_rejection(exc.__context__)
@@ -311,6 +317,8 @@ class ClientConnection(asyncio.Protocol):
             req.request_id = value
         elif kind == _UPGRADE:
             req.upgrade = True
+            if b"websocket" in (t.strip().lower() for t in value.split(b",")):
+                req.websocket = True  # confirmed (GET, HTTP/1.1, Connection: upgrade) with the whole head
         # _DROP: hop-by-hop, or X-Forwarded-Host (the router sets its own)
 
     def on_headers_complete(self) -> None:
@@ -322,6 +330,11 @@ class ClientConnection(asyncio.Protocol):
         req.version = p.get_http_version()
         req.keep_alive = p.should_keep_alive() and not req.upgrade
         self._check_head(req)
+        if req.websocket:
+            # Only websocket is tunnelled (RFC 6455 4.1); h2c and other tokens
+            # are stripped and the request goes on as a plain one.
+            req.websocket = (req.method == "GET" and req.version == "1.1"
+                             and b"upgrade" in (req.conn_tokens or ()))
         req.body = RequestBody(
             self, req.chunked, req.content_length, self.proxy.limits.retry_body_bytes
         )
@@ -413,6 +426,17 @@ class ClientConnection(asyncio.Protocol):
         self._start(self.queue.popleft())
         if not self.queue:
             self.resume_reading()
+
+    def hand_over(self) -> tuple[asyncio.Transport, bytes]:
+        """A tunnel takes this connection: no more HTTP here. Returns the
+        transport and what the client sent after its upgrade head."""
+        self.closed = True  # to this protocol object; the transport lives on
+        self.exchange = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        tail, self._upgrade_tail = self._upgrade_tail or b"", None
+        return self.transport, tail
 
     def request_done(self, req: Request, close: bool) -> None:
         """Called by the proxy when a response has been written completely."""
