@@ -33,7 +33,6 @@ import secrets
 import select
 import signal
 import socket
-import sys
 from dataclasses import replace
 
 import aiohttp
@@ -47,7 +46,7 @@ from .admin import MUTATIONS, OPERATOR_HEADER, _error, _json, audit, authorize, 
 from .aggregate import merge_metrics, merge_states
 from .clock import Clock
 from .config import Address, Config, ConfigError
-from .logs import set_process_name, setup_logging
+from .logs import fatal, set_process_name, setup_logging
 from .metrics import CONTENT_TYPE, Metrics
 from .prober import Prober
 from .reload import plan_reload
@@ -633,5 +632,5 @@ def serve_workers(config: Config, reload_source=None) -> int:
     try:
         return run_workers(config, config.workers, reload_source)
     except OSError as exc:
-        print(f"edge-router: cannot start: {exc}", file=sys.stderr)
+        fatal(f"cannot start: {exc}")
         return 1
