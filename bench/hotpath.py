@@ -14,9 +14,15 @@ import argparse
 import asyncio
 import cProfile
 import ipaddress
+import os
 import pstats
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -149,9 +155,34 @@ def run(requests: int, profile: bool, geo_db: str | None, rules: int = 0) -> flo
         if prof:
             prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)
-        return elapsed / requests
+        return elapsed / max(1, requests)
 
     return asyncio.run(main())
+
+
+def callgrind_total(requests: int, no_geo: bool) -> int:
+    """Instructions of one whole run of this script under callgrind."""
+    valgrind = shutil.which("valgrind")
+    if not valgrind:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    with tempfile.TemporaryDirectory(prefix="hotpath-cg-") as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        cmd = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m", "bench.hotpath",
+               "--requests", str(requests), *(["--no-geo"] if no_geo else [])]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if done.returncode != 0:
+            raise SystemExit(f"callgrind run failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        with open(out) as f:
+            totals = re.search(r"^(?:summary|totals):\s+(\d+)", f.read(), re.M)
+        if not totals:
+            raise SystemExit(f"no instruction total in {out}")
+        return int(totals.group(1))
+
+
+def instructions_per_request(requests: int, no_geo: bool) -> float:
+    with ThreadPoolExecutor(2) as pool:  # the two runs are independent
+        full, empty = pool.map(lambda n: callgrind_total(n, no_geo), (requests, 0))
+    return (full - empty) / requests
 
 
 def _rate_limit_cost(rules: int, key: str = "client_ip", match: bool = False, calls: int = 200_000) -> float:
@@ -179,12 +210,27 @@ def _rate_limit_cost(rules: int, key: str = "client_ip", match: bool = False, ca
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--requests", type=int, default=50000)
+    p.add_argument("--requests", type=int, default=None,
+                   help="requests measured (default 50000; 2000 with --instructions)")
     p.add_argument("--profile", action="store_true", help="print a cProfile of the loop")
     p.add_argument("--no-geo", action="store_true", help="without a GeoIP database")
+    p.add_argument("--instructions", action="store_true",
+                   help="count instructions per request with valgrind --tool=callgrind (two runs)")
     p.add_argument("--rate-limit-rules", type=int, default=0, metavar="N",
                    help="also run with N client_ip rate-limit rules and print the cost per rule")
     args = p.parse_args(argv)
+    from router import BUILD
+
+    if args.instructions:
+        n = args.requests or 2000
+        per = instructions_per_request(n, args.no_geo)
+        print("| what | instructions per request | build |")
+        print("| --- | ---: | --- |")
+        print(f"| router Python work (no syscalls), {n} requests{', no GeoIP' if args.no_geo else ''} "
+              f"| {per:,.0f} | {BUILD} |")
+        return 0
+    if args.requests is None:
+        args.requests = 50000
     db = None if args.no_geo else str(Path(__file__).resolve().parents[1] / "tests/data/geo/GeoLite2-Country-Test.mmdb")
     try:
         import uvloop
@@ -193,9 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     per = run(args.requests, args.profile, db)
-    print("| what | per request | requests/s of CPU |")
-    print("| --- | ---: | ---: |")
-    print(f"| router Python work (no syscalls), {args.requests} requests | {per * 1e6:.1f} µs | {1 / per:,.0f} |")
+    print("| what | per request | requests/s of CPU | build |")
+    print("| --- | ---: | ---: | --- |")
+    print(f"| router Python work (no syscalls), {args.requests} requests | {per * 1e6:.1f} µs "
+          f"| {1 / per if per else 0:,.0f} | {BUILD} |")
     n = args.rate_limit_rules
     if n:
         for rules, key, match in ((n, "client_ip", False), (1, "client_ip", False), (1, "country", False),
@@ -203,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             cost = _rate_limit_cost(rules, key, match)
             what = f"{rules} {key} rule{'s' if rules > 1 else ''}" + (" with a match" if match else "")
             print(f"| rate limiting alone: limiter.check(), {what} (CPU time, best of 5)"
-                  f" | {cost * 1e6:.2f} µs ({cost / rules * 1e6:.2f} µs per rule) | {1 / cost:,.0f} |")
+                  f" | {cost * 1e6:.2f} µs ({cost / rules * 1e6:.2f} µs per rule) | {1 / cost:,.0f} | {BUILD} |")
     return 0
 
 

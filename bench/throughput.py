@@ -1,7 +1,8 @@
 """Side-by-side throughput: edge-router against nginx (+ geoip2) doing the same job.
 
     python -m bench.throughput [--duration 10] [--rounds 3] [--connections 64]
-                               [--load auto|wrk|python] [--no-pin] [--big [--big-size 256MiB]]
+                               [--load auto|wrk|python] [--no-pin] [--workers N]
+                               [--router-python PYTHON] [--big [--big-size 256MiB]]
 
 What it starts, all on 127.0.0.1, all stopped at the end (Ctrl-C included):
 
@@ -24,9 +25,12 @@ the load generator, the upstream and this script to CPU 1. Rounds are interleave
 machine hits every target alike. A "direct" row measures the upstream alone: the
 ceiling of what this load generator and upstream can show.
 
-Prints one table: req/s (mean over rounds), p50 and p99 latency (median over
-rounds), peak RSS (VmHWM summed over the target's process tree) and the ratio of
-req/s to nginx.
+Prints one table: req/s, p50 and p99 latency (medians over rounds), peak RSS
+(VmHWM summed over the target's process tree), and the ratios of req/s and p99 to
+nginx's, each taken within a round and the median of those shown. --workers N adds
+a row for `serve --workers N` (not pinned: its workers share the machine's CPUs
+with the load generator). --router-python PYTHON runs the router installed for
+that interpreter (say, a venv with `pip install .`, compiled) instead of this tree.
 
 --big instead streams 256 MiB (--big-size) down and up through edge-router (simulator
 upstream, which checks size and sha256 of uploads) and reports MB/s and the router's
@@ -350,26 +354,40 @@ class Target:
     region_header: str | None  # header naming the region that answered
 
 
+def router_build(python: str, cwd: Path) -> str:
+    """What `edge-router --version` says for the router this run starts."""
+    out = subprocess.run([python, "-m", "router", "--version"], cwd=cwd, capture_output=True, text=True, timeout=60)
+    return out.stdout.strip() or f"unknown build ({out.stderr.strip()[-200:]})"
+
+
 def start_router(procs: Processes, tmp: Path, upstream: Upstream, geo_db: str,
-                 countries: dict[str, tuple[str, ...]], pin: Pinning) -> Target:
+                 countries: dict[str, tuple[str, ...]], pin: Pinning, python: str | None = None,
+                 workers: int = 1) -> Target:
+    """edge-router serve: from this source tree, or (python given) the build
+    installed for that interpreter, run from outside the tree."""
     listen, admin = free_port(), free_port()
-    cfg = tmp / "router.toml"
+    name = "edge-router" if workers == 1 else f"edge-router --workers {workers}"
+    cfg = tmp / f"router-{workers}.toml"
     cfg.write_text(router_config(upstream.ports, listen, admin, geo_db, countries))
-    log = open(tmp / "router.log", "wb")
+    log_path = tmp / f"router-{workers}.log"
+    log = open(log_path, "wb")
     env = dict(os.environ, EDGE_ROUTER_ADMIN_TOKEN="bench-" + os.urandom(8).hex())
-    proc = procs.start("edge-router", [*pin.proxy, sys.executable, "-m", "router", "serve", "--config", str(cfg)],
-                       cwd=REPO, stdout=subprocess.DEVNULL, stderr=log, env=env)
+    cwd = REPO if python is None else tmp
+    prefix = pin.proxy if workers == 1 else []  # workers: every CPU (shared with the load)
+    proc = procs.start(name, [*prefix, python or sys.executable, "-m", "router", "serve", "--config", str(cfg),
+                              "--workers", str(workers)],
+                       cwd=cwd, stdout=subprocess.DEVNULL, stderr=log, env=env)
     log.close()
 
     def ready():
         if proc.poll() is not None:
-            raise RuntimeError(f"edge-router exited {proc.returncode}: {(tmp / 'router.log').read_text()[-2000:]}")
+            raise RuntimeError(f"{name} exited {proc.returncode}: {log_path.read_text()[-2000:]}")
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/admin/state", timeout=1) as r:
             state = json.loads(r.read())
         return all(reg.get("healthy") for reg in state["regions"])
 
-    wait_until(ready, 30, "edge-router to be ready with every region healthy")
-    return Target("edge-router", listen, proc, "x-edge-region")
+    wait_until(ready, 30, f"{name} to be ready with every region healthy")
+    return Target(name, listen, proc, "x-edge-region")
 
 
 def start_floor(procs: Processes, upstream: Upstream, pin: Pinning) -> Target:
@@ -619,8 +637,13 @@ def throughput(args: argparse.Namespace) -> int:
 
         upstream = start_upstream(procs, tmp, pin, force_sim=args.simulator_upstream)
         direct = Target(f"direct to upstream ({upstream.kind})", upstream.ports["us-east-1"], upstream.proc, None)
-        router = start_router(procs, tmp, upstream, geo_db, countries, pin)
+        build = router_build(args.router_python or sys.executable, REPO if args.router_python is None else tmp)
+        print(f"router: {build}", flush=True)
+        router = start_router(procs, tmp, upstream, geo_db, countries, pin, args.router_python)
         targets = [direct, router]
+        if args.workers > 1:
+            targets.append(start_router(procs, tmp, upstream, geo_db, countries, pin, args.router_python,
+                                        args.workers))
         if args.floor:
             targets.append(start_floor(procs, upstream, pin))
         notes = []
@@ -666,6 +689,10 @@ def throughput(args: argparse.Namespace) -> int:
         for n in notes:
             print(f"note: {n}")
         print(f"machine: {machine()}; {pin.note}; load: {load_name}, {args.connections} connections")
+        print(f"router build: {build}")
+        if args.workers > 1:
+            print(f"edge-router --workers {args.workers} is not pinned: its workers share both CPUs with the "
+                  f"load generator and the upstream")
         return 0
     finally:
         procs.stop_all()
@@ -683,18 +710,25 @@ def _pct(v: float | None) -> str:
 
 def render_table(targets: list[Target], samples: dict[str, list[Sample]], rss: dict[str, float],
                  baseline: str | None) -> str:
-    base_rps = statistics.mean(s.rps for s in samples[baseline]) if baseline else None
-    rows = ["| target | req/s (mean, min-max) | p50 ms | p99 ms | peak RSS MiB | req/s vs nginx | errors "
-            "| CPU busy: proxy / load |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    """Medians over rounds. A ratio to nginx is taken within each round (the
+    same minutes of the same machine) and the median of those is shown."""
+    base = samples[baseline] if baseline else None
+
+    def ratio(ss: list[Sample], attr: str) -> str:
+        if not base:
+            return "n/a"
+        return f"{statistics.median(getattr(s, attr) / getattr(b, attr) for s, b in zip(ss, base)):.2f}x"
+
+    rows = ["| target | req/s (median, min-max) | p50 ms | p99 ms | peak RSS MiB | req/s vs nginx "
+            "| p99 vs nginx | errors | CPU busy: proxy / load |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for t in targets:
         ss = samples[t.name]
-        rps = statistics.mean(s.rps for s in ss)
-        ratio = f"{rps / base_rps:.2f}x" if base_rps else "n/a"
+        rps = statistics.median(s.rps for s in ss)
         rows.append(
             f"| {t.name} | {rps:,.0f} ({min(s.rps for s in ss):,.0f}-{max(s.rps for s in ss):,.0f}) "
             f"| {statistics.median(s.p50_ms for s in ss):.2f} | {statistics.median(s.p99_ms for s in ss):.2f} "
-            f"| {rss.get(t.name, 0):.1f} | {ratio} | {sum(s.errors for s in ss)} "
+            f"| {rss.get(t.name, 0):.1f} | {ratio(ss, 'rps')} | {ratio(ss, 'p99_ms')} | {sum(s.errors for s in ss)} "
             f"| {_pct(_median(s.proxy_cpu for s in ss))} / {_pct(_median(s.load_cpu for s in ss))} |")
     return "\n".join(rows)
 
@@ -837,11 +871,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--simulator-upstream", action="store_true",
                    help="use the region simulator as upstream even when nginx is installed")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs with taskset")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="also measure `serve --workers N` (not pinned: the workers share every CPU)")
+    p.add_argument("--router-python", metavar="PYTHON",
+                   help="run the router installed for this interpreter (e.g. a venv with `pip install .`), "
+                        "from outside the source tree; default: this source tree with this interpreter")
     p.add_argument("--big", action="store_true", help="instead: stream --big-size down and up through the router")
     p.add_argument("--big-size", type=parse_size, default=256 << 20, help="body size for --big (default 256MiB)")
     args = p.parse_args(argv)
-    if args.duration <= 0 or args.rounds < 1 or args.connections < 1:
-        p.error("--duration, --rounds and --connections must be positive")
+    if args.duration <= 0 or args.rounds < 1 or args.connections < 1 or args.workers < 1:
+        p.error("--duration, --rounds, --connections and --workers must be positive")
 
     def on_term(signum, frame):
         raise KeyboardInterrupt

@@ -18,7 +18,7 @@ from .config import (
     summarize,
     with_overrides,
 )
-from .logs import set_process_name, setup_logging
+from .logs import fatal, set_process_name, setup_logging
 
 
 EXIT_CODES = """\
@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="edge-router", description="Global traffic-steering reverse proxy.",
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=version_text(),
+                   help="version, and which build runs (compiled or pure Python)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def serve_flags(sp: argparse.ArgumentParser, with_config: bool) -> None:
@@ -102,6 +104,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def version_text() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import BUILD
+
+    try:
+        v = version("edge-router")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        v = "(not installed)"
+    return f"edge-router {v}, {BUILD}, Python {sys.version.split()[0]}"
+
+
 def drill_flags(d: argparse.ArgumentParser) -> None:
     d.add_argument("--admin", required=True, metavar="URL", help="the router's admin API, e.g. http://127.0.0.1:9901")
     d.add_argument("--region", required=True, metavar="ID", help="the region to drain")
@@ -154,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as exc:  # a port in use, a certificate that cannot be read, ...
-        print(f"edge-router: cannot start: {exc}", file=sys.stderr)
+        fatal(f"cannot start: {exc}")
         return 1
     return 1
 
@@ -217,9 +231,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         geo = open_geo(config)
     except GeoDatabaseError as exc:
-        print(f"edge-router: cannot start: {exc}", file=sys.stderr)
-        print("  get a GeoLite2-Country database from MaxMind (see README, 'Geolocation') "
-              "or pass --geoip-db FILE", file=sys.stderr)
+        fatal(f"cannot start: {exc} (get a GeoLite2-Country database from MaxMind, see README "
+              "'Geolocation', or pass --geoip-db FILE)")
         return 1
     # SIGHUP and POST /admin/reload read the file again, with the same flags on top.
     reload_source = (lambda: _load(args)) if args.config else None

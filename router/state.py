@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from policies import REGISTRY
 from policies.base import Policy, Ranker
@@ -25,6 +25,9 @@ from .health import HealthState
 from .metrics import BREAKER_VALUES, Metrics, RegionMetrics
 from .ops.notify import Notifier
 from .slowstart import RampedRanker, SlowStart
+
+if TYPE_CHECKING:
+    from .pool import UpstreamPool
 
 log = logging.getLogger("edge_router.state")
 
@@ -44,7 +47,7 @@ class RegionRuntime:
     def __init__(self, cfg: RegionConfig, breaker: CircuitBreaker, health: HealthState, metrics: RegionMetrics):
         self.id = cfg.id
         self.config = cfg
-        self.pool = None  # UpstreamPool, attached by the server once the loop runs
+        self.pool: UpstreamPool | None = None  # attached by the server once the loop runs
         self.breaker = breaker
         self.health = health
         self.latency = PeakEwma(LATENCY_DECAY)
