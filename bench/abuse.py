@@ -124,7 +124,8 @@ class Attacker(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.attack.open -= 1
-        self.attack.cut += 1
+        if self.attack.running:  # not our own abort at the end of the phase
+            self.attack.cut += 1
         self.attack.lost(self)
 
 
@@ -202,9 +203,10 @@ class StalledBody(Attack):
 
 class NeverReads(Attack):
     reconnect = False  # each holds what it can until cut: coming back would be a download flood
+    large = LARGE
 
     def begin(self, a):
-        a.transport.write(b"GET /api/v1/large?bytes=%d HTTP/1.1\r\nHost: x\r\n\r\n" % LARGE)
+        a.transport.write(b"GET /api/v1/large?bytes=%d HTTP/1.1\r\nHost: x\r\n\r\n" % self.large)
         a.transport.pause_reading()
 
 
@@ -226,17 +228,20 @@ class Idle(Attack):
 KINDS = {
     "slow head (slowloris)": SlowHead,
     "stalled body": StalledBody,
-    "never reads (4 MiB answer)": NeverReads,
+    "never reads": NeverReads,
     "endless header": EndlessHeader,
     "idle connections": Idle,
 }
 
 
-async def run_phase(kind, port: int, pid: int, count: int, seconds: float, settle: float) -> dict:
+async def run_phase(kind, router: Router, region_port: int, count: int, seconds: float, settle: float) -> dict:
+    port, pid = router.port, router.proc.pid
     before = Sample()
     before.take(pid)
     cpu0, t0 = cpu_seconds(pid), time.monotonic()
     normal = start_normal(port, seconds)
+    # The same client straight to the region, no router: what the machine itself gives.
+    control = start_normal(region_port, seconds)
     during = Sample()
     attack = None
     if kind is not None:
@@ -248,12 +253,14 @@ async def run_phase(kind, port: int, pid: int, count: int, seconds: float, settl
         if attack is not None:
             await attack.tick()
         during.take(pid)
-    peak_open = attack.open if attack else 0
+    in_flight = sum(r["in_flight"] for r in router.state()["regions"])  # with the attackers still there
     cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0) * 100
     if attack is not None:
         attack.stop()
     out, _ = await asyncio.get_running_loop().run_in_executor(None, normal.communicate)
     result = json.loads(out)
+    out, _ = await asyncio.get_running_loop().run_in_executor(None, control.communicate)
+    direct = [x for _, x in json.loads(out)["lat"]]
     await asyncio.sleep(settle)
     after = Sample()
     after.take(pid)
@@ -262,12 +269,13 @@ async def run_phase(kind, port: int, pid: int, count: int, seconds: float, settl
     return {
         "requests": len(lat) + len(result["errors"]),
         "p50": percentile(lat, 50) * 1000, "p99": percentile(lat, 99) * 1000,
-        "late_p99": percentile(late, 99) * 1000,
+        "late_p99": percentile(late, 99) * 1000, "direct_p99": percentile(direct, 99) * 1000,
         "late_errors": sum(1 for at, _ in result["errors"] if at >= seconds / 2),
         "errors": len(result["errors"]), "error_kinds": sorted({e for _, e in result["errors"]}), "cpu": cpu,
+        "first_error": min((at for at, _ in result["errors"]), default=None),
         "rss": (before.rss[0], max(during.rss), after.rss[0]),
         "fds": (before.fds[0], max(during.fds), after.fds[0]),
-        "cut": attack.cut if attack else 0, "open_at_end": peak_open,
+        "cut": attack.cut if attack else 0, "in_flight": in_flight,
         "failed_connects": attack.failed_connects if attack else 0,
     }
 
@@ -282,33 +290,34 @@ async def main_async(args) -> int:
     router = None
     try:
         router = Router(config_text(sim.ports))
-        pid = router.proc.pid
         deadline = time.monotonic() + 20
         while not all(r["healthy"] for r in router.state()["regions"]):
             if time.monotonic() > deadline:
                 raise RuntimeError("regions not healthy")
             await asyncio.sleep(0.2)
-        rows = [("none (baseline)", "", await run_phase(None, router.port, pid, 0, args.duration, 1.0))]
+        region_port = sim.ports["us-east-1"]
+        rows = [("none (baseline)", "", await run_phase(None, router, region_port, 0, args.duration, 1.0))]
         for name, kind in KINDS.items():
             if args.only and args.only not in name:
                 continue
             count = args.idle if kind is Idle else args.clients
-            r = await run_phase(kind, router.port, pid, count, args.duration, args.settle)
+            r = await run_phase(kind, router, region_port, count, args.duration, args.settle)
             rows.append((name, count, r))
         breakers = {r["id"]: r["breaker"] for r in router.state()["regions"]}
-        print(f"{args.duration:g} s per attack; limits {LIMITS}")
+        print(f"{args.duration:g} s per attack; never-reading clients ask for {NeverReads.large} bytes; limits {LIMITS}")
         print()
         print("| attack | clients | normal requests | normal p50 | normal p99 | normal errors "
-              "| 2nd half: p99, errors "
+              "| 2nd half: p99, errors | p99 straight to the region "
               "| router RSS MiB before / peak / after | router fds before / peak / after | router CPU "
-              "| attackers cut |")
-        print("| --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- | ---: | ---: |")
+              "| cut by the router | region requests in flight at the end |")
+        print("| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | --- | --- | ---: | ---: | ---: |")
         for name, count, r in rows:
-            errors = f"{r['errors']} ({', '.join(r['error_kinds'])})" if r["errors"] else "0"
+            errors = (f"{r['errors']} ({', '.join(r['error_kinds'])}; first sent at {r['first_error']:.1f} s)"
+                      if r["errors"] else "0")
             print(f"| {name} | {count} | {r['requests']} | {r['p50']:.1f} ms | {r['p99']:.1f} ms | {errors} "
-                  f"| {r['late_p99']:.1f} ms, {r['late_errors']} "
+                  f"| {r['late_p99']:.1f} ms, {r['late_errors']} | {r['direct_p99']:.1f} ms "
                   f"| {r['rss'][0]:.0f} / {r['rss'][1]:.0f} / {r['rss'][2]:.0f} "
-                  f"| {r['fds'][0]} / {r['fds'][1]} / {r['fds'][2]} | {r['cpu']:.0f} % | {r['cut']} |")
+                  f"| {r['fds'][0]} / {r['fds'][1]} / {r['fds'][2]} | {r['cpu']:.0f} % | {r['cut']} | {r['in_flight']} |")
         print()
         print(f"breakers after: {breakers}")
     finally:
@@ -329,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=20.0, help="seconds per attack (default 20)")
     p.add_argument("--settle", type=float, default=5.0, help="seconds after an attack before 'after'")
     p.add_argument("--only", help="run only the attacks whose name contains this")
+    p.add_argument("--large", type=int, default=LARGE, help="bytes a never-reading client asks for")
     args = p.parse_args(argv)
+    NeverReads.large = args.large
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:

@@ -32,35 +32,42 @@ from .config import BreakerConfig
 
 
 class _Window:
-    """Request and failure counts over a rolling window, in time buckets."""
+    """Request, failure and error counts over a rolling window, in time buckets.
+    Failures trip the breaker; errors (answers such as a 500 that do not count
+    against the region) only show in the error rate that strategies rank by."""
 
-    __slots__ = ("width", "span", "buckets", "total", "failures")
+    __slots__ = ("width", "span", "buckets", "total", "failures", "errors")
 
     def __init__(self, window: float):
         self.width = min(1.0, window / 10) if window > 0 else 1.0
         self.span = max(1, ceil(window / self.width))  # buckets kept, current included
-        self.buckets: deque[list] = deque()  # [bucket index, total, failures]
+        self.buckets: deque[list] = deque()  # [bucket index, total, failures, errors]
         self.total = 0
         self.failures = 0
+        self.errors = 0
 
     def _expire(self, idx: int) -> None:
         buckets = self.buckets
         while buckets and buckets[0][0] <= idx - self.span:
-            _, total, failures = buckets.popleft()
+            _, total, failures, errors = buckets.popleft()
             self.total -= total
             self.failures -= failures
+            self.errors -= errors
 
-    def add(self, now: float, failed: bool) -> None:
+    def add(self, now: float, failed: bool, error: bool = False) -> None:
         idx = int(now // self.width)
         self._expire(idx)
         if not self.buckets or self.buckets[-1][0] < idx:
-            self.buckets.append([idx, 0, 0])
+            self.buckets.append([idx, 0, 0, 0])
         last = self.buckets[-1]  # a clock that stepped back lands in the newest bucket
         last[1] += 1
         self.total += 1
         if failed:
             last[2] += 1
             self.failures += 1
+        elif error:
+            last[3] += 1
+            self.errors += 1
 
     def counts(self, now: float) -> tuple[int, int]:
         self._expire(int(now // self.width))
@@ -68,7 +75,7 @@ class _Window:
 
     def clear(self) -> None:
         self.buckets.clear()
-        self.total = self.failures = 0
+        self.total = self.failures = self.errors = 0
 
 
 GATEWAY_FAILURES = frozenset((502, 503, 504))
@@ -111,9 +118,10 @@ class CircuitBreaker:
         return self._state
 
     def error_rate(self, now: float) -> float:
-        """Failure share over the rolling window (0.0 when empty)."""
-        total, failures = self._window.counts(now)
-        return failures / total if total else 0.0
+        """Share of failures and errors over the rolling window (0.0 when empty)."""
+        window = self._window
+        total, failures = window.counts(now)
+        return (failures + window.errors) / total if total else 0.0
 
     # -- events ----------------------------------------------------------------
 
@@ -132,9 +140,11 @@ class CircuitBreaker:
             return True
         return False
 
-    def on_success(self, now: float) -> str | None:
+    def on_success(self, now: float, error: bool = False) -> str | None:
+        """The region answered; `error`: with a status that does not count
+        against it (a 500 not in failure_statuses), shown in error_rate only."""
         changed = self._advance(now)
-        self._window.add(now, False)
+        self._window.add(now, False, error)
         self._consecutive = 0
         if self._state == HALF_OPEN:
             self._end_trial()

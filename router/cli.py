@@ -18,7 +18,7 @@ from .config import (
     summarize,
     with_overrides,
 )
-from .logs import set_process_name, setup_logging
+from .logs import fatal, set_process_name, setup_logging
 
 
 EXIT_CODES = """\
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as exc:  # a port in use, a certificate that cannot be read, ...
-        print(f"edge-router: cannot start: {exc}", file=sys.stderr)
+        fatal(f"cannot start: {exc}")
         return 1
     return 1
 
@@ -231,9 +231,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         geo = open_geo(config)
     except GeoDatabaseError as exc:
-        print(f"edge-router: cannot start: {exc}", file=sys.stderr)
-        print("  get a GeoLite2-Country database from MaxMind (see README, 'Geolocation') "
-              "or pass --geoip-db FILE", file=sys.stderr)
+        fatal(f"cannot start: {exc} (get a GeoLite2-Country database from MaxMind, see README "
+              "'Geolocation', or pass --geoip-db FILE)")
         return 1
     # SIGHUP and POST /admin/reload read the file again, with the same flags on top.
     reload_source = (lambda: _load(args)) if args.config else None

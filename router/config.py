@@ -117,6 +117,9 @@ class LimitsConfig:
     send_timeout: float = 60.0  # client not reading its answer this long -> cut (nginx send_timeout)
     max_connections: int | None = None  # client connections; None: sized from RLIMIT_NOFILE
     max_response_header_bytes: int = 65536  # larger region head -> 502 upstream_head_too_large
+    tunnel_idle_timeout: float = 300.0  # a WebSocket tunnel with no byte either way is closed
+    tunnel_drain_timeout: float = 60.0  # a disabled region's tunnels live this long, then close
+    max_tunnels: int | None = None  # open WebSocket tunnels; None: half of max_connections
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,6 +478,8 @@ _LIMITS = {
     "max_attempts": _integer(1), "drain_timeout": _duration(allow_zero=True),
     "body_timeout": _duration(), "send_timeout": _duration(), "max_connections": _integer(1),
     "max_response_header_bytes": _integer(1024),
+    "tunnel_idle_timeout": _duration(), "tunnel_drain_timeout": _duration(allow_zero=True),
+    "max_tunnels": _integer(0),
 }
 LOG_FORMATS = ("text", "json")
 _LOG = {"level": _choice(LOG_LEVELS, "log level"), "access_log": _boolean,
@@ -516,10 +521,6 @@ _REGION = {
     "tls_ca": _string, "tls_cert": _string, "tls_key": _string,
 }
 _RESIDENCY = {"countries": _string_list, "regions": _string_list}
-_STATE = {
-    "backend": _choice(("memory", "file", "redis"), "state backend"), "path": _string, "url": _string,
-    "key_prefix": _string, "tls_ca": _string, "tls_cert": _string, "tls_key": _string,
-}
 _RATE_LIMIT = {
     "backend": _choice(("local", "redis"), "rate_limit backend"), "rules": list, "headers": _boolean,
     "max_keys": _integer(1), "sync_interval": _duration(), "replicas": _integer(1),
@@ -635,8 +636,9 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
         c.add("regions", "at least one [[regions]] table is required")
     # Ids are collected before the regions are checked so that one broken region
     # does not cascade into "unknown region" errors everywhere else.
+    # (A bad id is reported once, at its own key, and never echoed elsewhere.)
     known = {r["id"] for r in raw_regions
-             if isinstance(r, dict) and isinstance(r.get("id"), str) and r["id"]}
+             if isinstance(r, dict) and isinstance(r.get("id"), str) and _REGION_ID_RE.fullmatch(r["id"])}
     regions = _regions(c, raw_regions, known)
 
     default = top.get("default_region")
@@ -645,8 +647,6 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
 
     geo = _geo(c, top.get("geo", {}), known)
     residency = _residency(c, top.get("residency", []), known)
-    state = c.table(top.get("state", {}), "state", _STATE)
-    _check_state(c, state)
     rate_limit = _rate_limit(c, top.get("rate_limit", {}), state)
     notify = _notify(c, top.get("notify", []))
 
@@ -785,18 +785,6 @@ def _residency(c: _Checker, raw: list, known: set[str]) -> tuple[ResidencyRule, 
             ruled.setdefault(code, i)
         rules.append(ResidencyRule(frozenset(countries), tuple(dict.fromkeys(regions))))
     return tuple(rules)
-
-
-def _check_state(c: _Checker, state: dict[str, Any]) -> None:
-    backend = state.get("backend", "memory")
-    if backend == "file" and "path" not in state:
-        c.add("state.path", "required when state.backend is 'file'")
-    url = state.get("url")
-    if backend == "redis" and url is None:
-        c.add("state.url", "required when state.backend is 'redis'")
-    if url is not None and not url.startswith(("redis://", "rediss://")):
-        c.add("state.url", f"bad URL {url!r} (use redis://host:port/db or rediss://...)")
-    c.pair(state, "state", "tls_cert", "tls_key")
 
 
 # Request headers the listener consumes itself: a rule cannot key on them.

@@ -20,6 +20,7 @@ from .http1 import LAST_CHUNK, encode_chunk, error_response, status_line
 from .logs import log_route, routing_log
 from .retry import RETRY, RETRY_STATUSES, retry_decision
 from .state import panic_pick, skip_reason
+from .tunnel import Tunnel
 
 if TYPE_CHECKING:
     from .listener import ClientConnection, Request
@@ -109,6 +110,11 @@ class Exchange:
                     return
                 self.rl_headers = verdict
             # -- end rate limit --
+            if req.websocket and proxy.tunnels.full():
+                self.send_error(503, "too_many_tunnels",
+                                f"{proxy.tunnels.max_tunnels} WebSocket tunnels are open (limits.max_tunnels)")
+                self.finish()
+                return
             allowed = self.allowed = store.residency.get(country) if country else None
             order = store.ranker.rank(RequestFacts(country, ip, req.method, "", store.next_seq()))
             if allowed is not None:  # residency narrows the candidates under every strategy
@@ -159,7 +165,8 @@ class Exchange:
         self.region = rt.id
         self.in_attempt = True
         rt.in_flight += 1
-        conn = rt.pool.take_idle()
+        # A WebSocket tunnel gets a connection of its own, never a pooled one.
+        conn = None if self.req.websocket else rt.pool.take_idle()
         if conn is not None:
             self.send(conn)
         else:
@@ -167,7 +174,7 @@ class Exchange:
 
     async def connect_and_send(self, rt: "RegionRuntime") -> None:
         try:
-            conn = await rt.pool.acquire()
+            conn = await (rt.pool.connect_unpooled() if self.req.websocket else rt.pool.acquire())
         except NotSent as exc:
             now = self.proxy.clock.now()
             if exc.reason == "pool":  # busy, not broken: no verdict on the region
@@ -211,6 +218,9 @@ class Exchange:
             rt.metrics.upstream_latency.observe(self.upstream_time)
             proxy.store.record_outcome(rt, self.upstream_time, head.status)  # latency, degrade
             status = head.status
+            if status == 101:  # only ever seen by a WebSocket upgrade (upgrade_requested)
+                self.switch_protocols(head)
+                return
             if status in RETRY_STATUSES and self.may_retry_after(status) and self.retry_slot():
                 req = self.req
                 if req.body.done and (head.no_body or (head.length is not None and head.length <= 65536)):
@@ -223,6 +233,28 @@ class Exchange:
             self.relay_head(head, rt.id)
         except Exception:
             self.internal_error()
+
+    def switch_protocols(self, head: "ResponseHead") -> None:
+        """The region accepted a WebSocket upgrade: relay its 101, then a tunnel
+        carries bytes both ways. Nothing is retried from here on."""
+        proxy = self.proxy
+        rt = self.rt
+        client = self.client
+        self.status = 101
+        self.head_sent = True
+        client_transport, from_client = client.hand_over()
+        client_transport.write(b"%s%sConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                               b"X-Edge-Region: %s\r\nX-Request-Id: %s\r\n\r\n"
+                               % (status_line(101), b"".join(head.headers), rt.id.encode(), self.request_id))
+        region_transport, from_region = self.conn.detach()
+        self.conn = None
+        proxy.store.breaker_changed(rt, rt.breaker.on_success(proxy.clock.now()))
+        self.end_attempt()
+        if rt.id != self.order[0]:
+            self.count_failover(self.order[0], rt.id, self.first_reason or "unknown")
+        Tunnel(proxy.loop, rt.id, client_transport, region_transport, proxy.limits.tunnel_idle_timeout,
+               proxy.tunnels, on_end=lambda t: proxy.connections.discard(client)).start(from_client, from_region)
+        self.finish()
 
     def upstream_interim(self, status: int, headers: list[bytes]) -> None:
         """A 1xx (103 Early Hints, 102) before the final answer: forwarded to an
@@ -332,7 +364,7 @@ class Exchange:
         if not ok or rt.breaker.is_failure(self.status):  # hostile-region: 500 is not the region's fault
             proxy.store.breaker_changed(rt, rt.breaker.on_failure(now))
         else:
-            proxy.store.breaker_changed(rt, rt.breaker.on_success(now))
+            proxy.store.breaker_changed(rt, rt.breaker.on_success(now, self.status >= 500))
         if not ok:
             self.close_after = True
         if conn is not None:
@@ -487,6 +519,8 @@ class Exchange:
         if req.host is not None:
             parts.append(b"X-Forwarded-Host: %s\r\n" % req.host)
         parts.append(b"X-Request-Id: %s\r\n" % self.request_id)
+        if req.websocket:  # the one upgrade that is forwarded (and then tunnelled)
+            parts.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
         body = req.body
         if body.chunked:
             parts.append(b"Transfer-Encoding: chunked\r\n")

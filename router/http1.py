@@ -60,7 +60,7 @@ def connection_tokens(value: bytes) -> set[bytes]:
 _HOST_RE = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::([0-9]{1,5}))?")
 
 
-@functools.lru_cache(maxsize=1024)  # clients repeat their Host on every request
+@functools.lru_cache(maxsize=4096)  # the same few hosts, request after request
 def valid_host(value: bytes) -> bool:
     """A Host header value (or an absolute-form authority) the router accepts."""
     m = _HOST_RE.fullmatch(value)
@@ -120,3 +120,11 @@ def error_response(
     parts.append(b"\r\n")
     parts.append(body)
     return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=256)
+def refusal(code: int, error: str, detail: str) -> bytes:
+    """A closing error response with no request id (the router refused the
+    request before it had one): the same few, made once. Hostile clients come
+    in bursts (thousands of 408s at once)."""
+    return error_response(code, error, detail, close=True)

@@ -25,6 +25,7 @@ from .http1 import (
     absolute_authority,
     connection_tokens,
     error_response,
+    refusal,
     valid_host,
 )
 
@@ -43,6 +44,9 @@ _SPECIAL = {
     b"x-forwarded-host": _DROP,
     **{h: _DROP for h in HOP_BY_HOP if h not in (b"connection", b"transfer-encoding", b"upgrade")},
 }
+
+# Parsed requests waiting behind the one being answered (more wait as raw bytes).
+MAX_PIPELINED = 32
 
 # Over limits.max_connections: refused at once, before any byte is read.
 TOO_MANY_CONNECTIONS = error_response(
@@ -79,7 +83,7 @@ class Request:
     __slots__ = (
         "method", "url", "version", "headers", "keep_alive", "host", "xff", "xfproto",
         "request_id", "content_length", "chunked", "expect", "conn_tokens", "body",
-        "complete", "started", "te", "upgrade", "dispatched",
+        "complete", "started", "te", "upgrade", "dispatched", "websocket",
     )
 
     def __init__(self, started: float) -> None:
@@ -101,6 +105,7 @@ class Request:
         self.started = started
         self.te: bytes | None = None  # Transfer-Encoding, every field joined
         self.upgrade = False
+        self.websocket = False  # an RFC 6455 opening handshake: tunnelled after a 101
         self.dispatched = False  # handed to the proxy (or queued behind an answer)
 
 
@@ -109,7 +114,7 @@ class ClientConnection(asyncio.Protocol):
         "proxy", "loop", "transport", "parser", "peer", "tls", "req", "queue", "exchange",
         "closed", "_reading_paused", "_write_paused", "_timer", "_deadline",
         "_deadline_kind", "_reject", "_max_head", "_in_head", "_head_bytes", "_head_parts", "_tail",
-        "_refused", "_hold_first",
+        "_refused", "_upgrade_tail", "_hold_first", "_unread",
     )
 
     def __init__(self, proxy: Dispatcher, tls: bool = False) -> None:
@@ -138,6 +143,8 @@ class ClientConnection(asyncio.Protocol):
         self._head_parts: list[bytes] = []  # an unfinished head, joined once when its end comes
         self._tail = b""  # its last two bytes, for an end split across reads
         self._refused: Rejected | None = None  # a pipelined request refused, answered in its turn
+        self._unread = b""  # bytes after a queued request, parsed when its turn comes
+        self._upgrade_tail: bytes | None = None  # after an upgrade head: the bytes that followed it
 
     # -- asyncio.Protocol ------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -166,16 +173,24 @@ class ClientConnection(asyncio.Protocol):
             self.exchange.client_gone()
         self.queue.clear()
         self._head_parts = []
+        self._unread = b""
 
     def data_received(self, data: bytes) -> None:
         if self.closed or self._refused is not None:
+            return
+        if self._unread:  # a read that raced our pause: after what is already waiting
+            self._unread += data
             return
         if self._deadline_kind == "body":
             self._deadline = self.loop.time() + self.proxy.limits.body_timeout
         pos, size = 0, len(data)
         while pos < size:
             if self._in_head:
-                end = self._head_end(data, pos)
+                if self._tail:
+                    end = self._head_end(data, pos)
+                else:
+                    end = data.find(b"\n\r\n", pos)
+                    end = end + 3 if end >= 0 else -1
                 if end < 0:
                     self._hold_head(data if pos == 0 else data[pos:])
                     return
@@ -203,18 +218,25 @@ class ClientConnection(asyncio.Protocol):
                 piece = data if pos == 0 and stop == size else memoryview(data)[pos:stop]
                 pos = stop
             if not self._feed(piece):
+                if self._upgrade_tail is not None:
+                    self._upgrade_tail = data[pos:]  # a tunnel may want them
                 return
             if self._in_head and self.req is not None:
                 # A chunked body ended and the next head began in the same read.
                 self._tail = bytes(data[-2:])
+            if self.queue and pos < size:
+                # Pipelined requests wait their turn as raw bytes, not as parsed
+                # requests: what one read holds cannot become thousands of them.
+                self._unread = data[pos:]
+                return
 
     def _head_end(self, data: bytes, pos: int) -> int:
-        """Index just past the end of the head in data[pos:], or -1."""
+        """Index just past the end of the head in data[pos:], or -1, when the
+        last read ended with `_tail` (the end may straddle the two)."""
         tail = self._tail
-        if tail:
-            i = (tail + data[pos:pos + 2]).find(b"\n\r\n")
-            if i >= 0:
-                return pos + i + 3 - len(tail)
+        i = (tail + data[pos:pos + 2]).find(b"\n\r\n")
+        if i >= 0:
+            return pos + i + 3 - len(tail)
         i = data.find(b"\n\r\n", pos)
         return i + 3 if i >= 0 else -1
 
@@ -248,8 +270,10 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             # Upgrade is hop-by-hop and not forwarded: the request went on as a
             # plain one (req.upgrade), and the connection closes after its
-            # answer; the bytes of the would-be protocol are not read.
+            # answer; the bytes of the would-be protocol are not read -- unless
+            # a websocket tunnel opens (hand_over).
             self.pause_reading()
+            self._upgrade_tail = b""
             return False
         except httptools.HttpParserCallbackError as exc:
             rej = self._reject or _as_rejection(exc.__context__)
@@ -337,6 +361,8 @@ class ClientConnection(asyncio.Protocol):
             req.request_id = value
         elif kind == _UPGRADE:
             req.upgrade = True
+            if b"websocket" in (t.strip().lower() for t in value.split(b",")):
+                req.websocket = True  # confirmed (GET, HTTP/1.1, Connection: upgrade) with the whole head
         # _DROP: hop-by-hop, or X-Forwarded-Host (the router sets its own)
 
     def on_headers_complete(self) -> None:
@@ -349,6 +375,11 @@ class ClientConnection(asyncio.Protocol):
         req.version = p.get_http_version()
         req.keep_alive = p.should_keep_alive() and not req.upgrade
         self._check_head(req)
+        if req.websocket:
+            # Only websocket is tunnelled (RFC 6455 4.1); h2c and other tokens
+            # are stripped and the request goes on as a plain one.
+            req.websocket = (req.method == "GET" and req.version == "1.1"
+                             and b"upgrade" in (req.conn_tokens or ()))
         req.body = RequestBody(
             self, req.chunked, req.content_length, self.proxy.limits.retry_body_bytes
         )
@@ -429,6 +460,9 @@ class ClientConnection(asyncio.Protocol):
         req.dispatched = True
         if self.exchange is None and not self.queue:
             self._start(req)
+        elif len(self.queue) >= MAX_PIPELINED:
+            # Only reachable inside one read (after a chunked body): a backstop.
+            self._fail(503, "pipeline_too_deep", f"more than {MAX_PIPELINED} pipelined requests waiting")
         else:
             self.queue.append(req)  # pipelined: answered in order
             self.pause_reading()
@@ -442,7 +476,22 @@ class ClientConnection(asyncio.Protocol):
             return
         self._start(self.queue.popleft())
         if not self.queue:
-            self.resume_reading()
+            unread, self._unread = self._unread, b""
+            if unread:
+                self.data_received(unread)
+            if not self.queue:
+                self.resume_reading()
+
+    def hand_over(self) -> tuple[asyncio.Transport, bytes]:
+        """A tunnel takes this connection: no more HTTP here. Returns the
+        transport and what the client sent after its upgrade head."""
+        self.closed = True  # to this protocol object; the transport lives on
+        self.exchange = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        tail, self._upgrade_tail = self._upgrade_tail or b"", None
+        return self.transport, tail
 
     def request_done(self, req: Request, close: bool) -> None:
         """Called by the proxy when a response has been written completely."""
@@ -481,9 +530,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.proxy.count_rejection(rej.status)
         if not self.closed:
-            self.transport.write(
-                error_response(rej.status, rej.error, rej.detail, close=True)
-            )
+            self.transport.write(refusal(rej.status, rej.error, rej.detail))
         self.close()
 
     def close(self) -> None:

@@ -121,6 +121,15 @@ def setup_logging(level: str = "info", stream: TextIO | None = None, fmt: str = 
     audit.propagate = False
 
 
+def fatal(message: str) -> None:
+    """Why the process stops: a log line in the configured format once logging is
+    set up (a JSON reader sees it too), else a plain line on stderr."""
+    if logging.getLogger("edge_router").handlers:
+        logging.getLogger("edge_router.cli").error("%s", message)
+    else:
+        print(f"edge-router: {message}", file=sys.stderr)
+
+
 routing_log = logging.getLogger("edge_router.routing")
 
 

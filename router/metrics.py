@@ -182,6 +182,23 @@ class Metrics:
             "Requests over a rate limit, by rule: answered 429, or let through by a log_only rule.",
             ["rule"], registry=r,
         )
+        # WebSocket tunnels (router/tunnel.py): open now, ended by outcome, bytes each way.
+        self.tunnels_active = Gauge(
+            "edge_router_tunnels_active", "WebSocket tunnels open, by region.", ["region"], registry=r,
+        )
+        self.tunnels = Counter(
+            "edge_router_tunnels", "WebSocket tunnels ended, by region and outcome "
+            "(client_closed, region_closed, idle_timeout, region_disabled, shutdown).",
+            ["region", "outcome"], registry=r,
+        )
+        self.tunnel_bytes = Counter(
+            "edge_router_tunnel_bytes", "Bytes relayed through ended WebSocket tunnels, by region and direction "
+            "(to_region, to_client).", ["region", "direction"], registry=r,
+        )
+        for region in regions:
+            self.tunnels_active.labels(region)
+            for direction in ("to_region", "to_client"):
+                self.tunnel_bytes.labels(region, direction)
         self.connections_refused = Counter(
             "edge_router_connections_refused",
             "Client connections refused at once because limits.max_connections were open.", registry=r,
@@ -225,6 +242,14 @@ class Metrics:
         for region in (*self.regions, "none"):
             for cls in (2, 3, 4, 5):
                 self.request_counts.setdefault((region, cls, name), 0)
+
+    def tunnel_opened_or_closed(self, region: str, active: int) -> None:
+        self.tunnels_active.labels(region).set(active)
+
+    def tunnel_ended(self, tunnel) -> None:
+        self.tunnels.labels(tunnel.region, tunnel.outcome).inc()
+        self.tunnel_bytes.labels(tunnel.region, "to_region").inc(tunnel.client.bytes_in)
+        self.tunnel_bytes.labels(tunnel.region, "to_client").inc(tunnel.upstream.bytes_in)
 
     def set_operator_state(self, views) -> None:
         """admin_state and effective_weight gauges from a published snapshot's region views."""

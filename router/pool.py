@@ -208,6 +208,21 @@ class UpstreamPool:
                 reason = "connect"
         raise NotSent(reason, f"{self.region} {ep.host}:{ep.port}: {last}")
 
+    async def connect_unpooled(self) -> UpstreamConnection:
+        """A new connection of its own (a WebSocket tunnel): outside the pool's
+        size, never handed to anyone else, closed when its user is done."""
+        if self._closed:
+            raise NotSent("closed", "router is shutting down")
+        try:
+            conn = await asyncio.wait_for(self._open_connection(), self._connect_timeout)
+        except asyncio.TimeoutError:
+            raise NotSent(
+                "connect-timeout", f"{self.region}: no connection within {self._connect_timeout:g}s"
+            ) from None
+        conn.upgrade_requested = True
+        self.connects += 1
+        return conn
+
     def release(self, conn: UpstreamConnection) -> None:
         """A finished, reusable connection: to a waiter first, else idle."""
         if self._closed:

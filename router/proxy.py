@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 from .client_ip import TrustedProxies, client_address
 from .exchange import Exchange
 from .retry import RetryBudget
+from .tunnel import TunnelRegistry
 
 if TYPE_CHECKING:
     from .listener import ClientConnection, Request
@@ -51,6 +52,8 @@ class Proxy:
         self.access_log = access_log
         self.rate_limiter = rate_limiter  # router/ratelimit, None without rules
         self.budget = RetryBudget.from_limits(config.limits)
+        self.tunnels = TunnelRegistry(self.loop, 0, on_change=metrics.tunnel_opened_or_closed,
+                                      on_closed=metrics.tunnel_ended)
         self.scheme = b"https" if config.listen.tls_cert else b"http"
         self.apply_config(config)
         self.connections: set["ClientConnection"] = set()
@@ -81,6 +84,9 @@ class Proxy:
                 "limits.max_connections = %d leaves too few file descriptors for region pools and probes "
                 "(RLIMIT_NOFILE allows about %d client connections)", self.max_connections, fd_room,
             )
+        # WebSocket tunnels hold their client connection for minutes: a share of them.
+        self.tunnels.max_tunnels = config.limits.max_tunnels if config.limits.max_tunnels is not None \
+            else self.max_connections // 2
 
     def try_retry_now(self) -> bool:
         """A retry slot at once, if nobody queues before us."""

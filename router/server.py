@@ -107,6 +107,7 @@ class Router:
             config=cfg, store=self.store, geo=self.geo, metrics=self.metrics, clock=self.clock, access_log=access,
             rate_limiter=self.rate_limiter if self.rate_limiter.rules else None,
         )
+        self.store.listeners.append(self._tunnel_grace)
         server_ssl = None
         if cfg.listen.tls_cert:
             server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -159,6 +160,16 @@ class Router:
                 cfg.listen.address.host, self.listen_port, cfg.admin.address.host, self.admin_port,
                 self.store.strategy, len(self.store.regions), BUILD,
             )
+
+    def _tunnel_grace(self, snap) -> None:
+        """A disabled region gets no new tunnels; its open ones live
+        limits.tunnel_drain_timeout more, unless it is enabled again first."""
+        tunnels = self.proxy.tunnels
+        for v in snap.regions:
+            if v.disabled:
+                tunnels.close_region_after(v.id, self.config.limits.tunnel_drain_timeout)
+            else:
+                tunnels.cancel_grace(v.id)
 
     def _attach_pool(self, rt: RegionRuntime) -> None:
         """A new pool for the region; the old one (a reload) drains: its idle
@@ -272,10 +283,14 @@ class Router:
             for c in list(proxy.connections):
                 if c.exchange is None:
                     c.close()
-            while proxy.active > 0 and loop.time() < deadline:
+            # WebSocket tunnels get the same grace as requests, then are closed.
+            while (proxy.active > 0 or proxy.tunnels.count) and loop.time() < deadline:
                 await asyncio.sleep(0.05)
             if proxy.active:
                 log.warning("drain timeout: %d requests still in flight are cut", proxy.active)
+            if proxy.tunnels.count:
+                log.warning("drain timeout: %d WebSocket tunnels are closed", proxy.tunnels.count)
+                proxy.tunnels.close_all()
             for c in list(proxy.connections):
                 c.transport.abort()
         if self._ticker is not None:

@@ -74,7 +74,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_read_timeout", "_last_io", "_timer",
         "idle_since", "idle_limit", "requests", "_reading_paused",
         "max_head", "_head_bytes", "_head_ready", "_complete_ready", "_dirty", "_abort", "_poll",
-        "upgrade_requested",
+        "upgrade_requested", "_upgraded_tail",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, region: str, read_timeout: float,
@@ -99,6 +99,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._dirty = False
         self._poll: select.poll | None = None  # readability check at checkout
         self.upgrade_requested = False  # only a tunnelled upgrade may see 101
+        self._upgraded_tail = b""  # after a 101: bytes that came with its head
         self._reset_exchange()
 
     def _reset_exchange(self) -> None:
@@ -154,7 +155,14 @@ class UpstreamConnection(asyncio.Protocol):
     def _parse(self, data: bytes) -> BaseException | None:
         try:
             self.parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+        except httptools.HttpParserUpgrade as exc:
+            head = self._head
+            if self.upgrade_requested and head is not None and head.status == 101 and self._abort is None:
+                # Switched protocols: what follows the head is the tunnel's, not HTTP.
+                self._upgraded_tail = data[exc.args[0]:] if exc.args else b""
+                return None
+            return self._abort or Sent("bad-response", f"invalid HTTP from region: {exc}")
+        except httptools.HttpParserError as exc:
             return self._abort or Sent("bad-response", f"invalid HTTP from region: {exc}")
         return None
 
@@ -253,7 +261,7 @@ class UpstreamConnection(asyncio.Protocol):
         if status == 101 and not self.upgrade_requested:
             self._abort = Sent("bad-response", "region switched protocols (101) unasked")
             raise _Stop
-        if status < 200:
+        if status < 200 and status != 101:
             # Interim response: 103, 102 go to the sink (it forwards them to
             # HTTP/1.1 clients); 100 Continue we did not ask for is dropped.
             if self._sink is not None:  # hostile-client: interim answers
@@ -386,6 +394,19 @@ class UpstreamConnection(asyncio.Protocol):
             self.pool.release(self)
         else:
             self.close()
+
+    def detach(self) -> tuple[asyncio.Transport, bytes]:
+        """After a 101: a tunnel takes the transport (and what came after the
+        head). This object hears nothing more; no pool ever sees it again."""
+        self._sink = None
+        self._relaying = False
+        self._busy = False
+        self.closed = True  # to this protocol object; the transport lives on
+        self._cancel_timer()
+        if self.pool is not None:
+            self.pool.forget(self)
+        tail, self._upgraded_tail = self._upgraded_tail, b""
+        return self.transport, tail
 
     def close(self) -> None:
         """Our decision: the sink is told nothing more."""

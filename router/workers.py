@@ -33,7 +33,6 @@ import secrets
 import select
 import signal
 import socket
-import sys
 from dataclasses import replace
 
 import aiohttp
@@ -47,7 +46,7 @@ from .admin import MUTATIONS, OPERATOR_HEADER, _error, _json, audit, authorize, 
 from .aggregate import merge_metrics, merge_states
 from .clock import Clock
 from .config import Address, Config, ConfigError
-from .logs import set_process_name, setup_logging
+from .logs import fatal, set_process_name, setup_logging
 from .metrics import CONTENT_TYPE, Metrics
 from .prober import Prober
 from .reload import plan_reload
@@ -425,7 +424,8 @@ class Supervisor:
             while True:
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
-                    if os.waitstatus_to_exitcode(status) != 0:
+                    # (a replacement still starting dies of the SIGTERM itself: fine)
+                    if os.waitstatus_to_exitcode(status) not in (0, -signal.SIGTERM):
                         code = 1
                     break
                 if asyncio.get_running_loop().time() > deadline:
@@ -632,5 +632,5 @@ def serve_workers(config: Config, reload_source=None) -> int:
     try:
         return run_workers(config, config.workers, reload_source)
     except OSError as exc:
-        print(f"edge-router: cannot start: {exc}", file=sys.stderr)
+        fatal(f"cannot start: {exc}")
         return 1

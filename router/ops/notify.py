@@ -41,8 +41,8 @@ EVENT_KINDS: dict[str, tuple[str, str]] = {
     "region_disabled": ("operator", "operator {who} DISABLED {region}"),
     "region_enabled": ("operator", "operator {who} enabled {region}"),
     "region_weight_changed": ("operator", "operator {who} set the weight of {region} to {weight}"),
-    "config_reloaded": ("reload", "configuration reloaded"),
-    "config_reload_failed": ("reload", "configuration reload FAILED; the old one stays in force"),
+    "config_reloaded": ("reload", "configuration reloaded (changed: {changed})"),
+    "config_reload_failed": ("reload", "configuration reload FAILED ({first_problem}); the old one stays in force"),
 }
 OUTCOMES = ("sent", "retried", "failed", "dropped", "coalesced")
 FAILOVER_QUIET = 10.0  # an episode ends after this long without a failover from its region

@@ -39,6 +39,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from ..config import RateLimitConfig, StateConfig
+from ..store import URL_ENV
 from .rules import HEADER, Rule, key_hash
 
 log = logging.getLogger("edge_router.ratelimit")
@@ -68,13 +69,13 @@ return out
 """
 
 
-def redis_client(state: StateConfig, timeout: float) -> aioredis.Redis:
+def redis_client(state: StateConfig, url: str, timeout: float) -> aioredis.Redis:
     """redis-py's asyncio client for [state], failing fast (no retries: the next sync is the retry)."""
     kw: dict = {}
-    if state.url.startswith("rediss://"):
+    if url.startswith("rediss://"):
         kw = {"ssl_ca_certs": state.tls_ca, "ssl_certfile": state.tls_cert, "ssl_keyfile": state.tls_key}
     return aioredis.Redis.from_url(
-        state.url, socket_timeout=timeout, socket_connect_timeout=timeout,
+        url, socket_timeout=timeout, socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0, **kw,
     )
 
@@ -85,6 +86,8 @@ class GlobalSync:
         self.interval = config.sync_interval
         self.timeout = max(0.5, min(2.0, 2 * config.sync_interval))
         self.state = state
+        # the decision store's rule: the URL (and its password) may come from the environment
+        self.url = os.environ.get(URL_ENV) or state.url
         self.prefix = state.key_prefix + "ratelimit:"
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.replicas = config.replicas  # N: until Redis tells us
@@ -114,7 +117,7 @@ class GlobalSync:
             rule.set_share(1)
 
     async def start(self) -> None:
-        self.client = redis_client(self.state, self.timeout)
+        self.client = redis_client(self.state, self.url, self.timeout)
         self.script = self.client.register_script(SYNC_LUA)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ratelimit-sync")
 
@@ -207,7 +210,7 @@ class GlobalSync:
 
     def where(self) -> str:
         """host:port/db of the URL, never its password."""
-        u = urlsplit(self.state.url)
+        u = urlsplit(self.url)
         return f"{u.hostname}:{u.port or 6379}{u.path or ''}"
 
     def state_json(self) -> dict:

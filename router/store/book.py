@@ -46,7 +46,7 @@ class DecisionBook:
         self.on_status: list[Callable[[bool], None]] = []  # the state_store_up gauge
         self._watcher: asyncio.Task | None = None
         self.applied_at: float | None = None  # when this replica took the current version (wall clock)
-        self._applied: tuple[str, int] = ("", -1)
+        self._applied: Decisions | None = None  # the document applied_at is for
 
     def current(self) -> Decisions:
         d = self.backend.current()
@@ -80,9 +80,20 @@ class DecisionBook:
         self._watcher = asyncio.create_task(self.backend.watch(self._taken, self._status), name="decisions")
 
     async def close(self) -> None:
+        """Bounded: shutdown must never wait on the store."""
         if self._watcher is not None:
             self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
+            done, _ = await asyncio.wait({self._watcher}, timeout=1.0)
+            if not done:
+                # redis-py can swallow a cancellation (inside get_message's own
+                # timeout): closing the backend stops the watcher's loop and ends
+                # its reads.
+                await self.backend.close()
+                self._watcher.cancel()
+                done, _ = await asyncio.wait({self._watcher}, timeout=3.0)
+                if not done:
+                    log.warning("decision store watcher did not stop within 4 s")
+                return
         await self.backend.close()
 
     def _taken(self, d: Decisions) -> None:
@@ -104,8 +115,8 @@ class DecisionBook:
                 cb(up)
 
     def _changed(self) -> None:
-        if self._applied != (self.shared.epoch, self.shared.version):
-            self._applied = (self.shared.epoch, self.shared.version)
+        if self._applied is not self.shared:
+            self._applied = self.shared
             self.applied_at = self.wall()
         for cb in self.on_change:
             cb()

@@ -58,6 +58,9 @@ class RedisDecisionStore:
         self._wall = wall
         # What this replica knows; until Redis answers, the config's strategy.
         self._d = Decisions(strategy)
+        # Set by close(): the watcher stops on it even if redis-py swallowed the
+        # task's cancellation (it can, inside get_message's own timeout).
+        self._closing = False
         tls = {}
         if url.startswith("rediss://"):
             tls = {"ssl_ca_certs": cfg.tls_ca, "ssl_certfile": cfg.tls_cert, "ssl_keyfile": cfg.tls_key}
@@ -147,7 +150,7 @@ class RedisDecisionStore:
         """Forever: subscribe, catch up, apply what is published; on any failure
         say so, keep the last decisions (fail static) and reconnect."""
         attempt = 0
-        while True:
+        while not self._closing:
             pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
@@ -159,7 +162,7 @@ class RedisDecisionStore:
                 if self._d is not before:
                     take(self._d)
                 last_check = time.monotonic()
-                while True:
+                while not self._closing:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=FALLBACK_CHECK / 2)
                     if msg is not None and msg.get("type") == "message":
                         try:
@@ -178,6 +181,8 @@ class RedisDecisionStore:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, StoreUnavailable) as exc:
+                if self._closing:
+                    return
                 cause = str(exc) if isinstance(exc, StoreUnavailable) else f"redis: {describe(exc)}"
                 status(False, cause)
                 await self._drop_connections()
@@ -199,4 +204,6 @@ class RedisDecisionStore:
             pass
 
     async def close(self) -> None:
+        self._closing = True
+        await self._drop_connections()
         await self.client.aclose()

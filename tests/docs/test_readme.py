@@ -80,3 +80,16 @@ def test_install_commands_use_a_venv_and_ci_runs_the_test_command():
     assert "Python >= 3.11" in README.split("```")[0]
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert tests in ci, "the README's test command must appear verbatim in .ci/run"
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_contents_lists_every_section():
+    headings = re.findall(r"^## (.+)$", README, re.M)
+    contents = README.split("## Contents", 1)[1].split("\n## ", 1)[0]
+    links = re.findall(r"^- \[(.+?)\]\(#(.+?)\)$", contents, re.M)
+    assert [h for h in headings if h != "Contents"] == [title for title, _ in links]
+    assert all(anchor == _anchor(title) for title, anchor in links), links

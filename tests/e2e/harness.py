@@ -329,3 +329,15 @@ class Traffic:
         self.stop.set()
         for t in self.threads:
             t.join(10)
+
+
+def metric_value(rp, name: str, **labels) -> float | None:
+    """One sample of the router's /metrics whose labels include these, or None."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = request(rp.admin, "GET", "/metrics").body.decode()
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None

@@ -1,4 +1,4 @@
-"""Breakers against a real region (tests/e2e/rogue.py) behind `serve`: an
+"""Breakers against a real region (bench/rogue.py) behind `serve`: an
 application's 500 never ejects a region, gateway 503s do; when every
 candidate's breaker is open the request goes anyway (panic), counted."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import make_config, request, start_router, wait_until
-from rogue import RogueRegion
+from bench.rogue import RogueRegion
 
 
 @pytest.fixture

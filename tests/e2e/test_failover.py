@@ -14,7 +14,7 @@ import pytest
 from bench.loadgen import ClosedLoopLoad
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import REGIONS, make_config, request, start_sim, wait_until  # noqa: E402
+from harness import REGIONS, make_config, metric_value, request, start_sim, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -43,17 +43,6 @@ def sim():
 @pytest.fixture(autouse=True)
 def _clean(clean_sim):
     """Every test starts and ends with the module's regions fault-free."""
-
-
-def metric_value(rp, name: str, **labels) -> float | None:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = request(rp.admin, "GET", "/metrics").body.decode()
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
 
 
 # ---------------------------------------------------------------------------------------

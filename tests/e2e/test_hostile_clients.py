@@ -175,3 +175,24 @@ def test_connections_over_the_limit_are_refused_and_the_prober_keeps_working(rou
         for s in held:
             s.close()
     wait_until(lambda: request(router.port, "GET", "/api/v1/echo").status == 200, 10, what="accepting again")
+
+
+def test_http_rules_at_the_edge(router):
+    from harness import raw
+
+    for data, status in (
+        (b"GET /api/v1/echo HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+        (b"GET /api/v1/echo HTTP/1.1\r\nHost: user@a\r\n\r\n", 400),
+        (b"POST /api/v1/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+        (b"POST /api/v1/echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        (b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ):
+        answer = raw(router.port, data)
+        assert answer.startswith(b"HTTP/1.1 %d " % status), (data, answer[:200])
+        assert b"Connection: close" in answer
+    # absolute-form: its authority is the host the region is told about
+    answer = raw(router.port, b"GET http://api.example:8080/api/v1/echo HTTP/1.1\r\nHost: other\r\n"
+                              b"Connection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    body = answer.split(b"\r\n\r\n", 1)[1].lower()
+    assert b"api.example:8080" in body and b'"other"' not in body

@@ -40,14 +40,6 @@ def api_requests(sim, rid: str) -> int:
     return sim.stats(rid)["by_path"].get(API, 0)
 
 
-def transitions(seq: list) -> list:
-    out = []
-    for x in seq:
-        if not out or out[-1] != x:
-            out.append(x)
-    return out
-
-
 # ---------------------------------------------------------------------------------------
 def test_round_robin_splits_400_requests_evenly(sim, router_factory):
     rp = router_factory(make_config(sim.ports, strategy="round-robin"))
@@ -93,14 +85,26 @@ def test_least_latency_follows_a_region_that_slows_down(sim, router_factory):
         sim.fault("us-west-2", extra_latency="150ms")
         # Its smoothed latency climbs past us-east-1's (20 ms) ...
         wait_until(lambda: lat("us-west-2") > lat("us-east-1") * 2, 10, what="us-west-2 latency to rise")
-        # ... and, after the dwell time, traffic follows the fastest region.
-        wait_until(lambda: [r[2] for r in load.last(20)] == ["us-east-1"] * 20, 25, what="traffic to us-east-1")
+        # ... and traffic follows a faster region: at once, as 155 ms against
+        # 20-40 ms is a large win (issue 12's takeover; a small one waits the
+        # dwell). On a loaded machine the others' measured latencies blur, so
+        # which of them leads is not asserted, only that the router says so.
+        def settled():
+            last = [r[2] for r in load.last(20)]
+            return len(set(last)) == 1 and last[0] != "us-west-2" and last[0]
+
+        new = wait_until(settled, 25, what="traffic to leave us-west-2")
         took = time.monotonic() - t_slow
-    seq = [r[2] for r in load.results]
-    assert transitions(seq) == ["us-west-2", "us-east-1"], transitions(seq)  # one move, no flapping
+        time.sleep(1.0)  # and it stays away
+    # No flapping back. The other client's request in flight at the move
+    # (155 ms) may answer after the first answer from elsewhere.
+    t_move = next(r[0] for r in load.results if r[0] > t_slow and r[2] != "us-west-2")
+    assert {r[2] for r in load.results if r[0] < t_move} == {"us-west-2"}
+    assert "us-west-2" not in {r[2] for r in load.results if r[0] > t_move + 0.5}
+    assert rp.admin_req("GET", "/admin/route?country=US").json()["leader"] == new
     assert all(r[1] == 200 for r in load.results)
     assert took < 20, took
-    assert rp.state()["regions"][0]["latency_ms"] < lat("us-west-2")
+    assert rp.region_state(new)["latency_ms"] < lat("us-west-2")
 
 
 def test_health_based_settles_on_the_region_without_errors(sim, router_factory):
@@ -112,7 +116,13 @@ def test_health_based_settles_on_the_region_without_errors(sim, router_factory):
         wait_until(lambda: [r[2] for r in load.last(60)] == ["eu-west-1"] * 60, 15, what="settling on eu-west-1")
     st = {r["id"]: r for r in rp.state()["regions"]}
     assert st["eu-west-1"]["error_rate"] == 0.0
-    assert all(st[rid]["error_rate"] > 0 for rid in ("us-east-1", "us-west-2")), st
+    # 500s are not breaker failures (breaker.failure_statuses): the regions
+    # answering them were passed over as degraded (issue 12). us-west-2, the
+    # fastest, took traffic first; any other that took enough did too.
+    assert st["us-west-2"]["degraded"], st["us-west-2"]
+    for rid in ("us-east-1", "ap-southeast-1"):
+        window = st[rid]["degrade_window"]
+        assert st[rid]["degraded"] or window["requests"] < 20, (rid, st[rid])
     assert all(r[1] == 200 for r in load.last(60))
     route = rp.admin_req("GET", "/admin/route?country=US").json()
     assert route["strategy"] == "health-based" and route["chosen"] == "eu-west-1", route

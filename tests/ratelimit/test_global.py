@@ -131,3 +131,19 @@ def test_rediss_with_client_certificates(redis_tls):
             await anonymous.stop()
 
     asyncio.run(main())
+
+
+def test_the_url_may_come_from_the_environment(redis_server, monkeypatch):
+    """As for the decision store: EDGE_ROUTER_STATE_URL (a password kept out of the file) wins."""
+    monkeypatch.setenv("EDGE_ROUTER_STATE_URL", redis_server.url)
+
+    async def main() -> None:
+        rl = make("redis://127.0.0.1:1/0", 10.0, 4)  # nothing listens there
+        await rl.start()
+        try:
+            await wait_for(lambda: rl.sync.up is True)
+            assert rl.state_json()["redis"]["redis"] == f"127.0.0.1:{redis_server.port}/0"
+        finally:
+            await rl.stop()
+
+    asyncio.run(main())

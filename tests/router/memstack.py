@@ -18,45 +18,9 @@ from router.proxy import Proxy
 from router.resolver import Resolver
 from router.state import RegionStore
 from router.upstream import UpstreamConnection
+from wire_rig import MemTransport  # tests/router is on sys.path (conftest.py)
 
 MAX_HEAD = 4096
-
-
-class Wire:
-    """A memory transport: what the router wrote, and whether it closed."""
-
-    def __init__(self, peer=("127.0.0.1", 40000)):
-        self.peer = peer
-        self.out = bytearray()
-        self.closed = False
-        self.buffered = 0  # bytes the kernel has not taken yet
-
-    def write(self, data):
-        if not self.closed:
-            self.out += data
-
-    def get_extra_info(self, name, default=None):
-        return self.peer if name == "peername" else default
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        pass
-
-    def get_write_buffer_size(self):
-        return self.buffered
-
-    def is_closing(self):
-        return self.closed
-
-    def close(self):
-        self.closed = True
-
-    abort = close
-
-    def pause_reading(self):
-        pass
-
-    def resume_reading(self):
-        pass
 
 
 def config(regions=("r1",), breaker: str = "", limits: str = ""):
@@ -88,7 +52,7 @@ class Stack:
         self.clock = FakeClock()
         self.metrics = Metrics(tuple(r.id for r in cfg.regions))
         self.store = RegionStore(cfg, MemoryDecisionStore(cfg.strategy), self.metrics, self.clock)
-        self.opened: list[tuple[str, UpstreamConnection, Wire]] = []
+        self.opened: list[tuple[str, UpstreamConnection, MemTransport]] = []
         lim = cfg.limits
         for rt in self.store.regions.values():
             rt.health.healthy = True
@@ -106,7 +70,7 @@ class Stack:
     def _opener(self, rid, lim):
         async def open_connection():
             conn = UpstreamConnection(self.loop, rid, lim.read_timeout, lim.max_response_header_bytes)
-            wire = Wire(("127.0.0.1", 9))
+            wire = MemTransport(("127.0.0.1", 9))
             conn.connection_made(wire)
             self.opened.append((rid, conn, wire))
             return conn
@@ -116,9 +80,9 @@ class Stack:
         for _ in range(10):
             await asyncio.sleep(0)
 
-    async def request(self, head: bytes) -> tuple[ClientConnection, Wire]:
+    async def request(self, head: bytes) -> tuple[ClientConnection, MemTransport]:
         client = ClientConnection(self.proxy)
-        wire = Wire()
+        wire = MemTransport()
         client.connection_made(wire)
         client.data_received(head)
         await self.settle()

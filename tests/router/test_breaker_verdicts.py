@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +14,6 @@ from router.breaker import CircuitBreaker
 from router.config import BreakerConfig
 from router.state import panic_pick
 
-sys.path.insert(0, str(Path(__file__).parent))
 from memstack import Stack, config  # noqa: E402
 
 
@@ -174,3 +171,13 @@ def test_panic_keeps_residency():
         out = await ask(s, "gb", 200, region="r2")  # never r1, though r1 is fine
         assert b"X-Edge-Region: r2" in out and s.metrics.breaker_panic._value.get() == 1
     asyncio.run(main())
+
+
+def test_uncounted_errors_show_in_the_error_rate_only():
+    b = CircuitBreaker(BreakerConfig(consecutive_failures=2, min_requests=2, failure_ratio=0.5))
+    for t in range(10):
+        b.on_success(float(t) / 10, error=True)  # ten 500s: the region answered
+    assert b.state(1.0) == CLOSED and b.error_rate(1.0) == 1.0
+    b.on_failure(1.0)
+    assert b.state(1.0) == CLOSED  # 1 failure of 11: not the ratio, not 2 in a row
+    assert b.on_failure(1.1) == OPEN

@@ -108,3 +108,15 @@ def test_serve_reads_the_config_named_by_the_environment(tmp_path):
     r = run("serve", env={**os.environ, "EDGE_ROUTER_CONFIG": str(cfg)})
     assert r.returncode == 1 and "/nonexistent/x.mmdb" in r.stderr
     assert "built-in" not in r.stderr
+
+
+def test_json_format_holds_for_a_failed_start(tmp_path):
+    import json
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('default_region = "a"\n[geo]\ndatabase = "/nonexistent/x.mmdb"\n[log]\nformat = "json"\n'
+                   '[[regions]]\nid = "a"\napi = "http://127.0.0.1:9"\nhealth = "http://127.0.0.1:9/h"\n')
+    r = run("serve", "--config", str(cfg))
+    assert r.returncode == 1
+    lines = [json.loads(line) for line in r.stderr.splitlines()]  # every line is an object
+    assert lines[-1]["level"] == "error" and lines[-1]["message"].startswith("cannot start: GeoIP database")

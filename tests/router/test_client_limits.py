@@ -337,3 +337,35 @@ def test_a_steady_upload_longer_than_read_timeout_is_not_cut(rig_factory):
     assert ut.out.endswith(b"abcdefghij") and not t.out
     up.data_received(OK)
     assert t.take().startswith(b"HTTP/1.1 200 ") and rig.failures("us-east-1") == 0
+
+
+def test_pipelined_requests_wait_as_raw_bytes_not_as_parsed_requests(rig_factory):
+    rig = rig_factory()
+    up, ut = rig.upstream("us-east-1")
+    conn, t = rig.client()
+    conn.data_received(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(500)))
+    assert len(conn.queue) == 1  # one waiting; the other 498 are still bytes
+    answered = 0
+    while answered < 500:
+        sent = ut.take()
+        assert sent.startswith(b"GET /%d " % answered), sent[:30]
+        up.data_received(OK)
+        rig.run()
+        answered += 1
+        assert len(conn.queue) <= 1
+    assert t.take().count(b"HTTP/1.1 200 OK") == 500 and not t.closed
+
+
+def test_too_many_pipelined_inside_one_read_is_a_503_after_the_others(rig_factory):
+    rig = rig_factory()
+    up, ut = rig.upstream("us-east-1")
+    conn, t = rig.client()
+    # A chunked body is fed whole: what follows it in the same read is parsed at once.
+    conn.data_received(b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n"
+                       + b"GET /q HTTP/1.1\r\nHost: x\r\n\r\n" * 40)
+    assert len(conn.queue) == 32
+    for _ in range(33):
+        up.data_received(OK)
+        rig.run()
+    out = t.take()
+    assert out.count(b"HTTP/1.1 200 OK") == 33 and b"HTTP/1.1 503 " in out and t.closed

@@ -41,6 +41,7 @@ def test_region_ids_that_are_tokens(rid):
 def test_region_ids_that_are_not(rid):
     got = problems(rid=rid)
     assert any(p.startswith("regions[0].id: bad region id") for p in got), got
+    assert not any("\r" in p or "\n" in p for p in got), got  # never echoed raw
 
 
 def test_breaker_keys():

@@ -33,3 +33,13 @@ def test_peak_ewma_decays_by_time():
     assert e.value == pytest.approx(0.1 + 0.1 * math.exp(-1))
     e.update(0.04, 100.0)  # a rarely sampled region follows its latest sample
     assert e.value == pytest.approx(0.04, abs=1e-4)
+
+
+def test_peak_ewma_averages_small_rises_so_jitter_does_not_bias_it_up():
+    import random
+
+    rnd = random.Random(3)
+    e = PeakEwma(decay=10.0)
+    for i in range(2000):  # a busy region: 20 ms +-30 %, 100 samples a second
+        e.update(0.020 * (1 + rnd.uniform(-0.3, 0.3)), i * 0.01)
+    assert e.value == pytest.approx(0.020, rel=0.05)

@@ -113,6 +113,7 @@ def test_mutated_heads_get_their_own_answers_or_a_router_error(stream, cuts):
             conn.data_received(stream[pos:pos + n])
             pos += n
             assert sum(map(len, conn._head_parts)) <= LIMIT  # held raw, never beyond the limit
+            assert len(conn.queue) <= 32 and len(conn._unread) <= 40  # waiting: within one read
             region.serve()
             rig.run()
             region.serve()

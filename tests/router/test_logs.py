@@ -22,7 +22,8 @@ ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
 @pytest.fixture
 def captured():
-    """setup_logging into a buffer; the process name and handlers restored afterwards."""
+    """setup_logging into a buffer; the process name and the loggers as they were
+    restored afterwards (other tests' caplog needs propagation to the root)."""
     buf = io.StringIO()
     names = ("edge_router", "edge_router.audit", "aiohttp", "asyncio")
     saved = {n: (lg.handlers[:], lg.level, lg.propagate) for n in names for lg in [logging.getLogger(n)]}

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -16,8 +14,7 @@ from router.pool import Endpoint, UpstreamPool
 from router.resolver import Resolver
 from router.upstream import UpstreamConnection
 
-sys.path.insert(0, str(Path(__file__).parent))
-from memstack import Wire  # noqa: E402
+from wire_rig import MemTransport  # noqa: E402
 
 
 class Client:
@@ -77,7 +74,7 @@ def pool_of_one(conn: UpstreamConnection, max_head: int = 65536) -> UpstreamPool
 
 def one_slot_pool(max_head: int = 65536):
     conn = UpstreamConnection(asyncio.get_running_loop(), "r", 5.0, max_head)
-    t = Wire()
+    t = MemTransport()
     conn.connection_made(t)
     return pool_of_one(conn, max_head), conn, t
 

@@ -21,6 +21,16 @@ from router.state import RegionStore, skip_reason
 DEGRADE = DegradeConfig(error_rate=0.05, latency=2.0, window=10.0, min_requests=10)
 
 
+@pytest.fixture
+def state_log(caplog):
+    """The store's log lines, wherever setup_logging sent them (it stops propagation)."""
+    logger = logging.getLogger("edge_router.state")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="edge_router.state")
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
 def make_store(strategy="geographic", **cfg):
     config = replace(default_config(), strategy=strategy, degrade=DEGRADE, **cfg)
     clock = FakeClock()
@@ -41,16 +51,15 @@ def firsts(store, country, n):
 
 @pytest.mark.parametrize("strategy", NAMES)
 @pytest.mark.parametrize("fault", [dict(status=503), dict(seconds=2.5)])
-def test_a_degraded_region_is_ranked_after_the_others_and_comes_back(strategy, fault, caplog):
+def test_a_degraded_region_is_ranked_after_the_others_and_comes_back(strategy, fault, state_log):
     store, clock = make_store(strategy, slow_start=0.0)
     for rt in store.regions.values():
         store.record_latency(rt, 0.05)
     answers(store, "eu-west-1", 18)
     answers(store, "eu-west-1", 2, **fault)  # 10 % 503s, or 10 % answers at 2.5 s
-    with caplog.at_level(logging.WARNING, "edge_router.state"):
-        store.tick()
+    store.tick()
     assert store.snapshot.get("eu-west-1").degraded
-    assert "region eu-west-1 degraded: error rate" in caplog.text
+    assert "region eu-west-1 degraded: error rate" in state_log.text
     for _ in range(8):
         assert store.ranker.rank(RequestFacts("GB", seq=store.next_seq()))[-1] == "eu-west-1"
     state = {r["id"]: r for r in store.state_json()["regions"]}
@@ -148,7 +157,7 @@ def test_a_region_back_from_degraded_or_an_open_breaker_ramps_too():
     assert us.breaker.state(clock.now()) == "closed" and us.ramp == pytest.approx(0.1)
 
 
-def test_flapping_region_is_held_down_and_logged(caplog):
+def test_flapping_region_is_held_down_and_logged(state_log):
     probe = replace(default_config().probe, fall=1, rise=1, flap_limit=4, flap_hold=60.0)
     store, clock = make_store("geographic", probe=probe)
     rt = store.regions["eu-west-1"]
@@ -157,9 +166,8 @@ def test_flapping_region_is_held_down_and_logged(caplog):
         clock.advance(5.0)
         store.record_probe(rt, ok, 0.05)
     clock.advance(5.0)
-    with caplog.at_level(logging.WARNING, "edge_router.state"):
-        store.record_probe(rt, True, 0.05)
-    assert "region eu-west-1 flapped: 5 health changes within 300s (limit 4); held down for 60s" in caplog.text
+    store.record_probe(rt, True, 0.05)
+    assert "region eu-west-1 flapped: 5 health changes within 300s (limit 4); held down for 60s" in state_log.text
     assert rt.health_excluded
     assert store.state_json()["regions"][2]["held_down_for"] == 60.0
     clock.advance(60.0)

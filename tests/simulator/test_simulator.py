@@ -459,7 +459,7 @@ def test_websocket_101_names_region_and_big_frame():
 def test_server_sent_events_arrive_one_by_one():
     async def main():
         async with simulator() as (sim, s):
-            async with s.get(url(sim, "eu-west-1", "/api/v1/events?count=4&interval=300ms")) as r:
+            async with s.get(url(sim, "eu-west-1", "/api/v1/events?count=3&interval=700ms")) as r:
                 assert r.status == 200
                 assert r.headers["Content-Type"] == "text/event-stream"
                 assert r.headers["X-Sim-Region"] == "eu-west-1"
@@ -474,14 +474,14 @@ def test_server_sent_events_arrive_one_by_one():
                         arrived.append(time.monotonic())
                         fields = dict(line.split(": ", 1) for line in raw.decode().splitlines())
                         events.append(fields)
-            assert [e["id"] for e in events] == ["1", "2", "3", "4"]
+            assert [e["id"] for e in events] == ["1", "2", "3"]
             assert all(e["event"] == "tick" for e in events)
             data = [json.loads(e["data"]) for e in events]
-            assert [d["region"] for d in data] == ["eu-west-1"] * 4
-            assert [(d["seq"], d["of"]) for d in data] == [(1, 4), (2, 4), (3, 4), (4, 4)]
-            # Each event left when it was made: a buffered answer would arrive all at once.
-            gaps = [b - a for a, b in zip(arrived, arrived[1:])]
-            assert min(gaps) >= 0.2, gaps
+            assert [d["region"] for d in data] == ["eu-west-1"] * 3
+            assert [(d["seq"], d["of"]) for d in data] == [(1, 3), (2, 3), (3, 3)]
+            # Each event left when it was made (1.4 s from first to last): a buffered
+            # answer would arrive all at once. Generous for a loaded machine.
+            assert arrived[-1] - arrived[0] >= 0.9, arrived
 
     run(main())
 

@@ -1,8 +1,11 @@
-"""Misbehaving regions for end-to-end tests: raw sockets, one thread per
-connection, keep-alive. Each answers by the request's path:
+"""Misbehaving regions, and what they do to the clients behind the router.
+
+`RogueRegion` (used by the end-to-end tests too) is a raw-socket region, one
+thread per connection, keep-alive. Each answers by the request's path:
 
     /api/v1/health   200, always clean (so that the prober keeps it healthy)
     /late            answers, then a second answer ("EVIL") `late` seconds later
+    /double          its answer and the head of a second one, in one write
     /head-body       a HEAD answer followed by a body
     /early           answers before reading the request body, then reads it
     /early-noread    answers before reading the request body, never reads it
@@ -15,10 +18,19 @@ connection, keep-alive. Each answers by the request's path:
 
 Clean answers name the request they answer: body "for:<X-Request-Id>".
 Every wait is bounded; `stop()` ends everything.
+
+As a benchmark, `python -m bench.rogue [--rounds N]` starts `router serve` with
+a one-connection pool in front of one rogue region and, for each misbehaviour,
+runs N rounds of: client A provokes it, then client B asks normally. It prints
+what B got (its own answer, a router 5xx, or bytes meant for someone else) and
+the router's RSS.
 """
 from __future__ import annotations
 
+import argparse
+import http.client
 import socket
+import sys
 import threading
 import time
 
@@ -113,6 +125,8 @@ class RogueRegion:
             conn.sendall(_answer(200, f"for:{rid}"))
             time.sleep(self.late)
             conn.sendall(_answer(200, "EVIL"))
+        elif path == "/double":
+            conn.sendall(_answer(200, f"for:{rid}") + b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nEVIL")
         elif path == "/head-body":
             body = f"for:{rid}".encode()
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
@@ -149,3 +163,73 @@ class RogueRegion:
 def _answer(status: int, body: str) -> bytes:
     data = body.encode()
     return b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (status, len(data), data)
+
+
+# --------------------------------------------------------------------------- benchmark
+SCENARIOS = ("/late", "/double", "/head-body", "/early", "/endless-head", "/switch", "/bad-chunk", "/never")
+
+
+def _ask(port: int, method: str, path: str, rid: str, body: bytes | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    try:
+        conn.request(method, path, body=body, headers={"X-Request-Id": rid})
+        r = conn.getresponse()
+        return r.status, r.read()
+    except (OSError, http.client.HTTPException):
+        return 0, b""
+    finally:
+        conn.close()
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.failover import Router
+
+    p = argparse.ArgumentParser(description="misbehaving regions vs. the clients behind the router")
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated paths")
+    args = p.parse_args(argv)
+    rogue = RogueRegion(late=0.05)
+    api = f"http://127.0.0.1:{rogue.port}"
+    router = Router(
+        'default_region = "r1"\n[listen]\naddress = "127.0.0.1:0"\n[admin]\naddress = "127.0.0.1:0"\n'
+        '[geo]\ndatabase = ""\n[limits]\npool_size = 1\nread_timeout = "500ms"\n'
+        '[breaker]\nconsecutive_failures = 1000\nmin_requests = 100000\n'
+        f'[[regions]]\nid = "r1"\napi = "{api}"\nhealth = "{api}/api/v1/health"\n'
+    )
+    try:
+        rss0 = _rss_mib(router.proc.pid)
+        print(f"| misbehaviour (client A) | rounds | A: status | B: own answer | B: router 5xx "
+              f"| B: another's bytes | router RSS after, MiB (start {rss0:.1f}) |")
+        print("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
+        for path in args.scenarios.split(","):
+            own = r5xx = wrong = 0
+            a_statuses: dict[int, int] = {}
+            rounds = args.rounds if path != "/never" else min(args.rounds, 5)
+            for i in range(rounds):
+                method = "HEAD" if path == "/head-body" else "POST" if path == "/early" else "GET"
+                body = b"p" * 65536 if method == "POST" else None
+                status, _ = _ask(router.port, method, path, f"A{i}", body)
+                a_statuses[status] = a_statuses.get(status, 0) + 1
+                time.sleep(0.1)  # what the region sends late arrives while the connection is idle
+                status, got = _ask(router.port, "GET", "/", f"B{i}")
+                if status == 200 and got == f"for:B{i}".encode():
+                    own += 1
+                elif status >= 500 and got.startswith(b"{"):
+                    r5xx += 1
+                else:
+                    wrong += 1
+            a_text = ", ".join(f"{n}x {s}" for s, n in sorted(a_statuses.items()))
+            print(f"| {path} | {rounds} | {a_text} | {own} | {r5xx} | {wrong} | {_rss_mib(router.proc.pid):.1f} |")
+    finally:
+        router.stop()
+        rogue.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
