@@ -47,15 +47,16 @@ MANIFEST = "router/_compiled.json"
 
 
 def mypy_config() -> str:
-    """What mypyc needs (not a lint setting): third-party packages are Any, and
-    only the compiled modules must type-check (the modules they import are
-    analysed, not compiled). Attribute access on an
-    Optional (`self.req.url` where req may be None) compiles to a checked
+    """What mypyc needs (not a lint setting): only the compiled modules are
+    analysed and must type-check; what they import from elsewhere is Any.
+    Attribute access on an Optional (`self.req.url` where req may be None) compiles to a checked
     generic access, as in Python: an AttributeError if it is None."""
     compiled = ",".join(p[:-3].replace("/", ".") for p in COMPILED)
-    # no_site_packages: analysing aiohttp, redis and prometheus_client would
-    # triple the build time for nothing.
-    return ("[mypy]\nignore_missing_imports = True\nno_site_packages = True\nignore_errors = True\n"
+    # no_site_packages and follow_imports = skip: what the compiled modules
+    # import from elsewhere (aiohttp, redis, config.py's validator tables, whose
+    # dict literals of overloaded callables take mypy minutes) is Any to them.
+    return ("[mypy]\nignore_missing_imports = True\nno_site_packages = True\nfollow_imports = skip\n"
+            "ignore_errors = True\n"
             f"[mypy-{compiled}]\nignore_errors = False\ndisable_error_code = union-attr\n")
 
 
