@@ -197,15 +197,16 @@ class ClientConnection(asyncio.Protocol):
                 if not self._head_bytes:
                     self._head_began()
                 self._head_bytes += end - pos
-                piece: bytes | memoryview = data if pos == 0 and end == size else data[pos:end]
+                head = data if pos == 0 and end == size else data[pos:end]
                 if self._head_parts:
-                    self._head_parts.append(piece)
-                    piece = b"".join(self._head_parts)
+                    self._head_parts.append(head)
+                    head = b"".join(self._head_parts)
                     self._head_parts = []
                 self._tail = b""
                 if self._head_bytes > self._max_head:
-                    self._refuse(self._too_large(piece))
+                    self._refuse(self._too_large(head))
                     return
+                piece: bytes | memoryview = head
                 pos = end
             else:
                 # A body. With a Content-Length, only up to its end: whatever
@@ -491,7 +492,9 @@ class ClientConnection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         tail, self._upgrade_tail = self._upgrade_tail or b"", None
-        return self.transport, tail
+        transport = self.transport
+        assert transport is not None
+        return transport, tail
 
     def request_done(self, req: Request, close: bool) -> None:
         """Called by the proxy when a response has been written completely."""

@@ -406,7 +406,9 @@ class UpstreamConnection(asyncio.Protocol):
         if self.pool is not None:
             self.pool.forget(self)
         tail, self._upgraded_tail = self._upgraded_tail, b""
-        return self.transport, tail
+        transport = self.transport
+        assert transport is not None
+        return transport, tail
 
     def close(self) -> None:
         """Our decision: the sink is told nothing more."""
