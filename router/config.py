@@ -65,7 +65,6 @@ class ProbeConfig:
     fast_interval: float | None = None
     down_interval: float | None = None
     jitter: float = 0.1  # +-10 % of each interval
-    path_check_body: bool = False
     # Flap damping: more than flap_limit verdict changes within flap_window hold
     # the region down for flap_hold after its next recovery.
     flap_limit: int = 4
@@ -460,7 +459,7 @@ _PROBE = {
     "interval": _duration(), "timeout": _duration(), "fall": _integer(1), "rise": _integer(1),
     "latency_interval": _duration(), "fast_interval": _duration(),
     "down_interval": _duration(), "jitter": _number(high=0.5, allow_low=True),
-    "path_check_body": _boolean, "flap_limit": _integer(0), "flap_window": _duration(),
+    "flap_limit": _integer(0), "flap_window": _duration(),
     "flap_hold": _duration(allow_zero=True),
 }
 _BREAKER = {
