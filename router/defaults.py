@@ -6,6 +6,22 @@ can be printed as a starting point.
 """
 from __future__ import annotations
 
+import textwrap
+
+from geodata.countries import SEED_COUNTRIES
+
+
+def _countries_toml() -> str:
+    """[geo.countries] written from geodata.countries, the one source of the seed's map."""
+    lines = ["[geo.countries]                       # region -> ISO 3166-1 alpha-2 codes"]
+    for region, codes in SEED_COUNTRIES.items():
+        head = f'"{region}" = ['
+        lines.append(textwrap.fill(", ".join(f'"{c}"' for c in codes) + "]", width=100,
+                                   initial_indent=head, subsequent_indent=" " * len(head),
+                                   break_on_hyphens=False))
+    return "\n".join(lines) + "\n"
+
+
 SEED_TOML = """\
 default_region = "us-east-1"          # unknown country, and the last resort
 strategy = "geographic"               # geographic | least-latency | health-based | round-robin
@@ -21,13 +37,7 @@ token_env = "EDGE_ROUTER_ADMIN_TOKEN"
 database = "/usr/share/GeoIP/GeoLite2-Country.mmdb"
 trusted_proxies = ["127.0.0.1/32", "::1/128"]
 
-[geo.countries]                       # region -> ISO 3166-1 alpha-2 codes
-"us-east-1" = ["US", "CA", "MX", "BR", "AR", "CL", "CO", "PE", "VE"]
-"eu-west-1" = ["GB", "IE", "FR", "DE", "IT", "ES", "NL", "BE", "CH", "AT", "SE", "NO", "DK", "FI",
-               "PL", "CZ", "HU", "RO", "BG", "HR", "SI", "SK", "LT", "LV", "EE", "LU", "MT", "CY"]
-"ap-southeast-1" = ["AU", "NZ", "SG", "MY", "TH", "ID", "PH", "VN", "IN", "JP", "KR", "CN", "HK",
-                    "TW", "MO"]
-
+""" + _countries_toml() + """
 [probe]
 interval = "30s"
 timeout = "5s"

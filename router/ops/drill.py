@@ -13,7 +13,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 PASSED, FAILED, NOT_RUN = "passed", "failed", "could not run"
 EXIT_CODES = {PASSED: 0, FAILED: 1, NOT_RUN: 2}
-DEFAULT_MAX_ERROR_RATE = 0.05  # the seed's 5 %
 MOVED_ENOUGH = 0.5  # failover regions must take at least half of the region's former rate
 
 

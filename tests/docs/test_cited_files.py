@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DOCS = ["README.md", "bench/README.md", "deploy/README.md", "Dockerfile",
+DOCS = ["README.md", "ARCHITECTURE.md", "bench/README.md", "deploy/README.md", "Dockerfile",
         *(str(p.relative_to(REPO)) for p in sorted((REPO / "deploy").rglob("*.y*ml")))]
 # A repo path: starts with one of the top directories (or a known outside one, to catch it).
 PATH = re.compile(r"(?<![\w./:-])((?:\.ci|deploy|router|bench|tests|geodata|policies|shared|seed)/[\w./{}-]*\w)")

@@ -52,6 +52,14 @@ def test_default_has_the_seed_regions():
     assert config.region("nowhere") is None
 
 
+def test_default_takes_the_seed_map_from_geodata():
+    """One source: [geo.countries] is written from geodata.countries; the rest must agree."""
+    from geodata.countries import DEFAULT_REGION, SEED_COUNTRIES, SEED_REGIONS
+    config = default_config()
+    assert dict(config.geo.countries) == SEED_COUNTRIES
+    assert config.default_region == DEFAULT_REGION
+    assert tuple(r.id for r in config.regions) == SEED_REGIONS
+
 def test_default_country_map_and_cadence():
     config = default_config()
     home = config.country_home
