@@ -57,13 +57,14 @@ class ResponseSink(Protocol):
 class ResponseHead:
     __slots__ = ("status", "headers", "length", "chunked", "keep_alive", "no_body")
 
-    def __init__(self, status, headers, length, chunked, keep_alive, no_body):
-        self.status: int = status
-        self.headers: list[bytes] = headers  # end-to-end header lines, "Name: value\r\n"
-        self.length: int | None = length
-        self.chunked: bool = chunked
-        self.keep_alive: bool = keep_alive
-        self.no_body: bool = no_body
+    def __init__(self, status: int, headers: list[bytes], length: int | None, chunked: bool,
+                 keep_alive: bool, no_body: bool) -> None:
+        self.status = status
+        self.headers = headers  # end-to-end header lines, "Name: value\r\n"
+        self.length = length
+        self.chunked = chunked
+        self.keep_alive = keep_alive
+        self.no_body = no_body
 
 
 class UpstreamConnection(asyncio.Protocol):
