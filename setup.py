@@ -85,35 +85,49 @@ class BinaryDistribution(Distribution):
 class build_mypyc(build_ext):
     """build_ext that compiles COMPILED with mypyc, or falls back to pure Python.
 
-    mypyc runs when build_ext is finalized (setuptools prepares the extensions
-    then), so it never runs for metadata or an editable install."""
+    mypyc runs when build_ext runs, so never for metadata nor for an editable install."""
 
     def finalize_options(self) -> None:
         self._require = _flag("EDGE_ROUTER_REQUIRE_EXTENSIONS")
-        if _flag("EDGE_ROUTER_NO_EXTENSIONS"):
-            if self._require:
-                raise SystemExit("edge-router: EDGE_ROUTER_NO_EXTENSIONS=1 and EDGE_ROUTER_REQUIRE_EXTENSIONS=1 "
-                                 "contradict each other")
-            _warn("EDGE_ROUTER_NO_EXTENSIONS=1: installing pure Python (slower data plane)")
-        elif getattr(self, "editable_mode", False):
-            print("edge-router: editable install: pure Python (compiled modules would shadow the sources; "
-                  "see README, 'Compiled or pure build')", file=sys.stderr)
-        else:
-            try:
-                self.distribution.ext_modules = self._mypycify()
-            except (Exception, SystemExit) as exc:  # mypy's type errors end in SystemExit
-                self._give_up(exc)
+        if self._require and _flag("EDGE_ROUTER_NO_EXTENSIONS"):
+            raise SystemExit("edge-router: EDGE_ROUTER_NO_EXTENSIONS=1 and EDGE_ROUTER_REQUIRE_EXTENSIONS=1 "
+                             "contradict each other")
         build_ext.finalize_options(self)
 
     def run(self) -> None:
-        if not self.extensions:
+        # mypyc runs here, not in finalize_options: egg_info finalizes build_ext
+        # for every build, editable ones included, before setuptools marks an
+        # editable build as such (editable_mode, then inplace, are only set later).
+        if getattr(self, "editable_mode", False) or self.inplace:
+            print("edge-router: editable or in-place build: pure Python (compiled modules would shadow "
+                  "the sources; see README, 'Compiled or pure build')", file=sys.stderr)
             return
+        if _flag("EDGE_ROUTER_NO_EXTENSIONS"):
+            _warn("EDGE_ROUTER_NO_EXTENSIONS=1: installing pure Python (slower data plane)")
+            return
+        try:
+            self.distribution.ext_modules = self._mypycify()
+        except (Exception, SystemExit) as exc:  # mypy's type errors end in SystemExit
+            self._give_up(exc)
+            return
+        self._adopt(self.distribution.ext_modules)
         try:
             build_ext.run(self)
             self._write_manifest()
         except (Exception, SystemExit) as exc:  # gcc, or no compiler at all
             self._undo()
             self._give_up(exc)
+
+    def _adopt(self, extensions: list) -> None:
+        """What setuptools' finalize_options does for each extension (it cannot
+        run twice): mypyc's extensions only exist now."""
+        self.extensions = extensions
+        self.check_extensions_list(extensions)
+        for ext in extensions:
+            ext._full_name = self.get_ext_fullname(ext.name)
+            self.ext_map[ext._full_name] = self.ext_map[ext._full_name.split(".")[-1]] = ext
+            ext._links_to_dynamic = ext._needs_stub = False  # plain extensions, no shared Library
+            ext._file_name = self.get_ext_filename(ext._full_name)
 
     def _give_up(self, exc: BaseException) -> None:
         if self._require:
@@ -142,7 +156,7 @@ class build_mypyc(build_ext):
 
     def _write_manifest(self) -> None:
         digests = {Path(p).stem: source_digest(ROOT / p) for p in COMPILED}
-        for target in self._targets()[:1] + ([ROOT / MANIFEST] if self.inplace else []):
+        for target in self._targets()[:1]:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps({"modules": digests}, indent=1, sort_keys=True) + "\n")
 
