@@ -143,7 +143,9 @@ class UpstreamConnection(asyncio.Protocol):
             self._head_bytes += len(data)
             if len(data) > room:
                 error = self._parse(data[:room])
-                if error is None and self._head is None:
+                # Asked through a method: mypyc keeps `self._head` narrowed to None
+                # across the call above, which sets it.
+                if error is None and not self._has_head():
                     error = Sent("head-too-large", f"response head over {self.max_head} bytes")
                 if error is None:
                     error = self._parse(data[room:])
@@ -152,6 +154,9 @@ class UpstreamConnection(asyncio.Protocol):
         else:
             error = self._parse(data)
         self._after_read(error)
+
+    def _has_head(self) -> bool:
+        return self._head is not None
 
     def _parse(self, data: bytes) -> BaseException | None:
         try:
