@@ -30,9 +30,13 @@ class Ranker(Protocol):
 
 
 class Prepared:
-    """Base for rankers: nothing to add to an explanation by default."""
+    """Base for rankers: nothing to add to an explanation by default.
+
+    `by_country`: True when `rank` depends on `facts.country` alone; the data
+    plane then asks once per country and snapshot and keeps the order."""
 
     __slots__ = ()
+    by_country: ClassVar[bool] = False
 
     def explain(self, facts: RequestFacts) -> dict[str, Any]:
         return {}

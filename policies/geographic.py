@@ -9,6 +9,7 @@ class GeographicRanker(Prepared):
     """Country -> precomputed order; unknown countries get the default order."""
 
     __slots__ = ("_by_country", "_default")
+    by_country = True  # the order is the country's: asked once per country and snapshot
 
     def __init__(self, by_country: dict[str, tuple[str, ...]], default: tuple[str, ...]):
         self._by_country = by_country

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
-from typing import Iterable
+from typing import Any, Iterable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -73,3 +73,10 @@ def client_address(peer: str, xff: bytes | None, trusted: TrustedProxies) -> str
 def _canonical(peer: str) -> str:
     addr = parse_ip(peer)
     return str(addr) if addr is not None else peer
+
+
+def identify_client(peer: str, xff: bytes | None, trusted: TrustedProxies, geo: Any) -> tuple[str, str | None]:
+    """(client address, its country or None): what a request needs to be
+    ranked. `geo` is a geodata GeoReader, or None without a database."""
+    ip = client_address(peer, xff, trusted)
+    return ip, (geo.lookup(ip) if geo is not None else None)

@@ -13,13 +13,11 @@ import os
 import random
 from typing import TYPE_CHECKING
 
-from policies.model import RequestFacts
-
 from .errors import NotSent, Rejected, Sent
 from .http1 import LAST_CHUNK, encode_chunk, error_response, status_line
 from .logs import log_route, routing_log
 from .retry import RETRY, RETRY_STATUSES, retry_decision
-from .state import panic_pick, skip_reason
+from .candidates import panic_pick, passed_over, skip_reason
 from .tunnel import Tunnel
 
 if TYPE_CHECKING:
@@ -46,7 +44,7 @@ class Exchange:
     __slots__ = (
         "proxy", "client", "req", "conn", "rt", "out_chunked", "head_sent",
         "close_after", "status", "region", "request_id", "country", "client_ip",
-        "attempts", "upstream_time", "rejected", "retry_held", "skipped",
+        "attempts", "upstream_time", "retry_held", "skipped",
         "order", "pos", "allowed", "common", "draw", "first_reason", "failed",
         "t_sent", "task", "finished", "in_attempt", "out", "rl_headers",
     )
@@ -66,7 +64,6 @@ class Exchange:
         self.client_ip = ""
         self.attempts = 0
         self.upstream_time = 0.0
-        self.rejected: "Rejected | None" = None
         self.retry_held = False
         self.skipped: list[tuple[str, str]] | None = None
         self.order: tuple[str, ...] = ()
@@ -99,8 +96,9 @@ class Exchange:
             proxy = self.proxy
             store = proxy.store
             req = self.req
-            self.client_ip = ip = proxy.client_of(self.client.peer, req.xff)
-            country = self.country = proxy.geo.lookup(ip) if proxy.geo is not None else None
+            ip, country = proxy.identify(self.client.peer, req.xff)
+            self.client_ip = ip
+            self.country = country
             # -- rate limit (router/ratelimit): once, before any region is chosen --
             if proxy.rate_limiter is not None:
                 verdict = proxy.rate_limiter.check(req.method, req.url, req.headers, ip, country)
@@ -115,13 +113,9 @@ class Exchange:
                                 f"{proxy.tunnels.max_tunnels} WebSocket tunnels are open (limits.max_tunnels)")
                 self.finish()
                 return
-            allowed = self.allowed = store.residency.get(country) if country else None
-            order = store.ranker.rank(RequestFacts(country, ip, req.method, "", store.next_seq()))
-            if allowed is not None:  # residency narrows the candidates under every strategy
-                order = tuple(r for r in order if r in allowed) + tuple(
-                    r for r in store.regions if r in allowed and r not in order
-                )
-            self.order = order
+            candidates = store.candidates  # ranked, narrowed to residency (router/candidates.py)
+            self.allowed = candidates.allowed(country)
+            self.order = candidates.order(country, ip, req.method, store.next_seq())
             self.common = self.common_head()
             self.walk()
         except Exception:
@@ -141,7 +135,9 @@ class Exchange:
                 continue
             if rt.admit < 1.0 and self.draw < 0:
                 self.draw = proxy.random()  # one draw per request, for every drained region
-            reason = skip_reason(rt, self.draw, now, proxy.max_in_flight)
+            reason = passed_over(rt, self.draw, proxy.max_in_flight)
+            if not reason and not rt.breaker.allow(now):  # a True in half-open takes its trial slot
+                reason = "breaker_open"
             if reason:
                 self.skip(rid, reason)
                 self.first_reason = self.first_reason or reason
@@ -469,7 +465,7 @@ class Exchange:
                 continue
             if rt.admit < 1.0 and self.draw < 0:
                 self.draw = proxy.random()
-            if not skip_reason(rt, self.draw, now, proxy.max_in_flight, trial=False):
+            if not skip_reason(rt, self.draw, now, proxy.max_in_flight):
                 return True
         return False
 
@@ -547,7 +543,7 @@ class Exchange:
         elif req.version == "1.0":
             parts.append(b"Connection: keep-alive\r\n")
         # -- polish (issue 15): X-Edge-Country behind [geo] country_header, off by default
-        if self.proxy.config.geo.country_header:
+        if self.proxy.country_header:
             parts.append(b"X-Edge-Country: %s\r\n" % (self.country or "XX").encode())
         # -- end polish
         if self.rl_headers:
@@ -587,7 +583,6 @@ class Exchange:
 
     def reject(self, rej: "Rejected") -> None:
         """The client's body broke a limit or the stream went bad mid-request."""
-        self.rejected = rej
         if self.finished:
             return
         self.abandon()

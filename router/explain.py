@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from policies.model import RequestFacts
 
-from .state import RegionStore, skip_reason
+from .candidates import residency_extra, skip_reason
+from .state import RegionStore
 
 
 def explain_route(
@@ -18,7 +19,7 @@ def explain_route(
     ranker = store.ranker
     facts = RequestFacts(country, client_ip, "GET", "/", store.seq + 1)
     order = ranker.rank(facts)
-    allowed = store.residency.get(country) if country else None
+    allowed = store.candidates.allowed(country)
     now = store.clock.now()
     candidates = []
     chosen = None
@@ -28,7 +29,7 @@ def explain_route(
             candidates.append({"region": rid, "usable": False, "reason": "residency"})
             continue
         # Draw 0: a draining region is usable while it still admits any share.
-        reason = skip_reason(rt, 0.0, now, max_in_flight, trial=False)
+        reason = skip_reason(rt, 0.0, now, max_in_flight)
         entry = {"region": rid, "usable": not reason, "reason": reason or None}
         if rt.draining and not reason:
             entry["admits"] = round(rt.admit, 4)
@@ -40,12 +41,11 @@ def explain_route(
         if not reason and chosen is None:
             chosen = rid
     if allowed is not None:
-        for rid in store.regions:
-            if rid in allowed and rid not in order:
-                reason = skip_reason(store.regions[rid], 0.0, now, max_in_flight, trial=False)
-                candidates.append({"region": rid, "usable": not reason, "reason": reason or None})
-                if not reason and chosen is None:
-                    chosen = rid
+        for rid in residency_extra(order, allowed, tuple(store.regions)):
+            reason = skip_reason(store.regions[rid], 0.0, now, max_in_flight)
+            candidates.append({"region": rid, "usable": not reason, "reason": reason or None})
+            if not reason and chosen is None:
+                chosen = rid
     home = snap.country_home.get(country or "")
     # An unknown (or unmapped) country goes to the default region: no "home" then.
     start = ({"home_region": home} if home is not None

@@ -11,7 +11,7 @@ import random
 import resource
 from typing import TYPE_CHECKING, Callable
 
-from .client_ip import TrustedProxies, client_address
+from .client_ip import TrustedProxies, identify_client
 from .exchange import Exchange
 from .retry import RetryBudget
 from .tunnel import TunnelRegistry
@@ -46,7 +46,7 @@ class Proxy:
                  rate_limiter=None):
         self.loop = asyncio.get_running_loop()
         self.store = store
-        self.geo = geo
+        self._geo = geo
         self.metrics = metrics
         self.clock = clock
         self.access_log = access_log
@@ -65,14 +65,10 @@ class Proxy:
     def apply_config(self, config) -> None:
         """Limits, trusted proxies and the retry budget's ratio, for the requests
         that start from now on (also on a config reload)."""
-        self.config = config
         self.limits = config.limits
+        self.country_header = config.geo.country_header  # polish (issue 15): X-Edge-Country
         self.trusted = TrustedProxies(config.geo.trusted_proxies)
-        # The same clients come back (and behind a load balancer, the same
-        # peers): parsing their addresses once is enough.
-        self.client_of = functools.lru_cache(maxsize=65536)(
-            functools.partial(client_address, trusted=self.trusted)
-        )
+        self._new_identify()
         # The budget keeps counting the requests in flight; only its ratios change.
         self.budget.ratio = config.limits.retry_budget_ratio
         self.budget.min_retries = config.limits.retry_budget_min
@@ -87,6 +83,24 @@ class Proxy:
         # WebSocket tunnels hold their client connection for minutes: a share of them.
         self.tunnels.max_tunnels = config.limits.max_tunnels if config.limits.max_tunnels is not None \
             else self.max_connections // 2
+
+    @property
+    def geo(self):
+        return self._geo
+
+    @geo.setter
+    def geo(self, geo) -> None:
+        """Another GeoIP database: the countries worked out so far are forgotten."""
+        self._geo = geo
+        self._new_identify()
+
+    def _new_identify(self) -> None:
+        # The same clients come back (and behind a load balancer, the same
+        # peers): their address and country are worked out once, in a bounded
+        # LRU made anew with each config and GeoIP database.
+        self.identify = functools.lru_cache(maxsize=65536)(
+            functools.partial(identify_client, trusted=self.trusted, geo=self._geo)
+        )
 
     def try_retry_now(self) -> bool:
         """A retry slot at once, if nobody queues before us."""

@@ -16,6 +16,7 @@ from policies.base import Policy, Ranker
 from policies.model import CLOSED, OPEN, RegionSnapshot, RegionView
 
 from .breaker import CircuitBreaker
+from .candidates import CandidateOrders
 from .clock import Clock
 from .config import Config, RegionConfig
 from .store.model import Decisions, DecisionSource, drain_factor
@@ -63,50 +64,6 @@ class RegionRuntime:
         self.ramp = 1.0  # slow-start share at the last publication
 
 
-def skip_reason(rt: RegionRuntime, draw: float, now: float, max_in_flight: int, trial: bool = True) -> str:
-    """Why this candidate is passed over ("" = use it). `draw` in [0, 1) decides
-    drains: a region admitting 30 % takes requests whose draw is below 0.3.
-    With trial=True a half-open breaker's trial slot is taken (the caller
-    must end it with on_success/on_failure/on_cancel)."""
-    if rt.disabled:
-        return "disabled"
-    if rt.health_excluded:
-        return "unhealthy"
-    if draw >= rt.admit:
-        return "draining"
-    if rt.in_flight >= max_in_flight:
-        return "overloaded"
-    if trial:
-        if not rt.breaker.allow(now):
-            return "breaker_open"
-    elif rt.breaker.state(now) == OPEN:
-        return "breaker_open"
-    return ""
-
-
-# Skips that say "not a candidate at all" (an operator's or the prober's
-# verdict), as opposed to "a candidate, but its breaker is open".
-_NOT_CANDIDATES = frozenset(("disabled", "draining", "unhealthy"))
-
-
-def panic_pick(skipped: list[tuple[str, str]] | None, attempts: int) -> str | None:
-    """Breaker panic (Envoy's panic threshold): when every candidate of a request
-    was passed over because its breaker is open, the first of them is used
-    anyway; better a region that may be failing than a certain 503. None when
-    any region was tried, or any candidate was passed over for another reason
-    (overload, a failed connection). The order was already narrowed to the
-    request's residency, so residency still holds."""
-    if attempts or not skipped:
-        return None
-    first = None
-    for rid, reason in skipped:
-        if reason == "breaker_open":
-            first = first or rid
-        elif reason not in _NOT_CANDIDATES:
-            return None
-    return first
-
-
 def make_policy(name: str, config: Config) -> Policy:
     """A strategy from the registry, with its settings from the config."""
     return REGISTRY[name](config.strategy_settings(name))
@@ -138,6 +95,7 @@ class RegionStore:
         self.panic = False
         self.snapshot: RegionSnapshot
         self.ranker: Ranker  # what requests use: the prepared ranker, with slow start
+        self.candidates: CandidateOrders  # the ranker's walk orders, narrowed to residency
         self.prepared: Ranker  # the strategy's own, handed back to it on the next prepare
         self.strategy = ""
         self._policy: Policy | None = None
@@ -275,6 +233,7 @@ class RegionStore:
         self.prepared = self._policy.prepare(snap, previous)
         ramps = {rt.id: rt.ramp for rt in regs if rt.ramp < 1.0}
         self.ranker = RampedRanker(self.prepared, ramps) if ramps and not weighted else self.prepared
+        self.candidates = CandidateOrders(self.ranker, self.residency, tuple(self.regions))
         for cb in self.listeners:
             cb(snap)
         return snap

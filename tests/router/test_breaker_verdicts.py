@@ -12,7 +12,7 @@ import pytest
 from policies.model import CLOSED, OPEN
 from router.breaker import CircuitBreaker
 from router.config import BreakerConfig
-from router.state import panic_pick
+from router.candidates import panic_pick
 
 from memstack import Stack, config  # noqa: E402
 

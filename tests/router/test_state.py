@@ -8,7 +8,8 @@ from router.config import default_config
 from router.store import MemoryDecisionStore
 from router.explain import explain_route
 from router.metrics import Metrics
-from router.state import RegionStore, skip_reason
+from router.candidates import skip_reason
+from router.state import RegionStore
 
 
 class Wall:
@@ -88,8 +89,10 @@ def test_breaker_open_skips_and_half_open_lets_one_trial():
     assert store.state_json()["regions"][0]["breaker"] == "open"
     assert skip_reason(rt, -1, clock.now(), 100) == "breaker_open"
     clock.advance(store.config.breaker.open_for + 0.1)
-    assert skip_reason(rt, -1, clock.now(), 100) == ""  # a half-open trial
+    assert skip_reason(rt, -1, clock.now(), 100) == ""  # half-open: usable, no trial slot taken
     assert rt.breaker.state(clock.now()) == "half-open"
+    assert skip_reason(rt, -1, clock.now(), 100) == ""  # asking again takes nothing either
+    assert rt.breaker.allow(clock.now())  # the sender takes the trial slot itself
 
 
 def test_strategy_switch_republishes_with_new_ranker():

@@ -16,7 +16,8 @@ from router.config import DegradeConfig, default_config
 from router.store import MemoryDecisionStore
 from router.explain import explain_route
 from router.metrics import Metrics
-from router.state import RegionStore, skip_reason
+from router.candidates import skip_reason
+from router.state import RegionStore
 
 DEGRADE = DegradeConfig(error_rate=0.05, latency=2.0, window=10.0, min_requests=10)
 
@@ -82,7 +83,7 @@ def test_a_degraded_region_still_serves_when_it_is_all_that_is_left():
     for rid in ("us-east-1", "us-west-2", "ap-southeast-1"):
         store.disable(rid)
     order = store.ranker.rank(RequestFacts("GB"))
-    usable = [r for r in order if not skip_reason(store.regions[r], 0.0, clock.now(), 100, trial=False)]
+    usable = [r for r in order if not skip_reason(store.regions[r], 0.0, clock.now(), 100)]
     assert usable == ["eu-west-1"]
 
 
@@ -135,7 +136,7 @@ def test_a_ramping_region_alone_takes_every_request():
     now = clock.now()
     for _ in range(50):
         order = store.ranker.rank(RequestFacts("GB", seq=store.next_seq()))
-        usable = [r for r in order if not skip_reason(store.regions[r], 0.5, now, 100, trial=False)]
+        usable = [r for r in order if not skip_reason(store.regions[r], 0.5, now, 100)]
         assert usable == ["eu-west-1"]
 
 
