@@ -235,6 +235,7 @@ class Exchange:
         carries bytes both ways. Nothing is retried from here on."""
         proxy = self.proxy
         rt = self.rt
+        assert rt is not None
         client = self.client
         self.status = 101
         self.head_sent = True

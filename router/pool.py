@@ -9,6 +9,7 @@ import asyncio
 import collections
 import ssl
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from .errors import NotSent
@@ -57,7 +58,7 @@ class UpstreamPool:
     __slots__ = (
         "region", "endpoint", "_loop", "_resolver", "_ssl", "_size", "_wait",
         "_connect_timeout", "_read_timeout", "_idle_timeout", "_idle", "_waiters",
-        "_open", "_sweeper", "_closed", "connects", "_max_head",
+        "_open", "_sweeper", "_closed", "connects", "_max_head", "opener",
     )
 
     def __init__(
@@ -73,6 +74,7 @@ class UpstreamPool:
         read_timeout: float,
         idle_timeout: float,
         max_head_bytes: int = 65536,
+        opener: Callable[[], Awaitable[UpstreamConnection]] | None = None,
     ) -> None:
         self.region = region
         self.endpoint = endpoint
@@ -90,6 +92,8 @@ class UpstreamPool:
         self._open = 0  # connections open or being opened
         self._closed = False
         self.connects = 0
+        # Opens a connection instead of a socket to the endpoint (in-memory tests).
+        self.opener = opener
         self._sweeper = self._loop.call_later(idle_timeout / 2, self._sweep)
 
     @property
@@ -180,6 +184,8 @@ class UpstreamPool:
         return conn
 
     async def _open_connection(self) -> UpstreamConnection:
+        if self.opener is not None:
+            return await self.opener()
         ep = self.endpoint
         addrs = await self._resolver.resolve(ep.host, ep.port)
         last: Exception | None = None

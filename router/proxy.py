@@ -9,7 +9,7 @@ import functools
 import logging
 import random
 import resource
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .client_ip import TrustedProxies, identify_client
 from .exchange import Exchange
@@ -85,11 +85,11 @@ class Proxy:
             else self.max_connections // 2
 
     @property
-    def geo(self):
+    def geo(self) -> Any:
         return self._geo
 
     @geo.setter
-    def geo(self, geo) -> None:
+    def geo(self, geo: Any) -> None:
         """Another GeoIP database: the countries worked out so far are forgotten."""
         self._geo = geo
         self._new_identify()

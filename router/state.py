@@ -92,6 +92,8 @@ class RegionStore:
         self.seq = 0  # requests ranked so far (RequestFacts.seq)
         # set by the prober: measure this region's latency now
         self.latency_check: Callable[[RegionRuntime], None] | None = None
+        # set by the workers' supervisor: every raw probe result, for the workers (workers.verdict_fanout)
+        self.probe_results: Callable[[dict], None] | None = None
         self.panic = False
         self.snapshot: RegionSnapshot
         self.ranker: Ranker  # what requests use: the prepared ranker, with slow start
@@ -107,10 +109,11 @@ class RegionStore:
         """A region's live state, fresh: at start and for a region a reload changed."""
         config = self.config
         rm = self.metrics.region_bound(rc.id)
+        transitions = rm.transitions
         rt = RegionRuntime(
             rc,
             CircuitBreaker(config.breaker, may_open=self.may_eject,
-                           on_change=lambda to, c=rm.transitions: c[to].inc()),
+                           on_change=lambda to: transitions[to].inc()),
             HealthState.from_config(config.probe),
             rm,
         )
@@ -309,6 +312,8 @@ class RegionStore:
         return self.regions[rid]
 
     def record_probe(self, rt: RegionRuntime, ok: bool, latency: float | None) -> None:
+        if self.probe_results is not None:
+            self.probe_results({"region": rt.id, "ok": ok})
         now = self.clock.now()
         if latency is not None and ok:
             rt.latency.update(latency, now)
@@ -338,6 +343,8 @@ class RegionStore:
         """A latency probe's timing. A probe sent to confirm a slow live answer
         counts only if it is slow too: a fast health URL must not break the
         run of slow answers that confirms a slowdown."""
+        if self.probe_results is not None:
+            self.probe_results({"region": rt.id, "latency": seconds, "confirming": confirming})
         before = rt.latency.value
         if confirming and before is not None and seconds < 2.0 * before:
             return

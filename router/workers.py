@@ -19,7 +19,7 @@ deaths within CRASH_WINDOW seconds is a crash loop: the whole process stops
 with exit 1 and the orchestrator decides.
 
 The supervisor probes the regions once per interval for the whole process tree
-and hands every result to the workers (VerdictFanout); with `[state] backend =
+and hands every result to the workers (verdict_fanout); with `[state] backend =
 "redis"` a mutation goes to one worker, which commits it, and the others take it
 from Redis; SIGHUP and POST /admin/reload are validated here, then every worker
 reloads.
@@ -50,7 +50,7 @@ from .logs import fatal, set_process_name, setup_logging
 from .metrics import CONTENT_TYPE, Metrics
 from .prober import Prober
 from .reload import plan_reload
-from .state import RegionRuntime, RegionStore
+from .state import RegionStore
 from .store import MemoryDecisionStore
 
 log = logging.getLogger("edge_router.workers")
@@ -91,24 +91,15 @@ def exit_description(status: int) -> str:
 VERDICTS_PATH = "/internal/verdicts"
 
 
-class VerdictFanout(RegionStore):
+def verdict_fanout(config: Config, send) -> RegionStore:
     """The supervisor's own region store: its prober's results drive the
     supervisor's probe cadence (rise/fall, fast and down intervals) and are
     handed, as raw results, to every worker, whose own HealthState reaches the
     same verdict. So N workers cost one probe per interval, not N."""
-
-    def __init__(self, config: Config, send) -> None:
-        super().__init__(config, MemoryDecisionStore(config.strategy), Metrics(tuple(r.id for r in config.regions)),
-                         Clock())
-        self.send = send
-
-    def record_probe(self, rt: RegionRuntime, ok: bool, latency: float | None) -> None:
-        super().record_probe(rt, ok, latency)
-        self.send({"region": rt.id, "ok": ok})
-
-    def record_latency(self, rt: RegionRuntime, seconds: float, confirming: bool = False) -> None:
-        super().record_latency(rt, seconds, confirming)
-        self.send({"region": rt.id, "latency": seconds, "confirming": confirming})
+    store = RegionStore(config, MemoryDecisionStore(config.strategy), Metrics(tuple(r.id for r in config.regions)),
+                        Clock())
+    store.probe_results = send
+    return store
 
 
 def add_verdict_route(app: web.Application, router) -> None:
@@ -527,7 +518,7 @@ class Supervisor:
     async def _start_prober(self, config: Config) -> None:
         if self.prober is not None:
             await self.prober.stop()
-        self.prober = Prober(config, VerdictFanout(config, self._queue_verdict))
+        self.prober = Prober(config, verdict_fanout(config, self._queue_verdict))
         await self.prober.start()
 
     def _queue_verdict(self, verdict: dict) -> None:

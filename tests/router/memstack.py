@@ -34,15 +34,6 @@ def config(regions=("r1",), breaker: str = "", limits: str = ""):
     return parse_config(tomllib.loads(text))
 
 
-class MemoryPool(UpstreamPool):
-    """The real pool; only opening a socket is played by the test."""
-
-    __slots__ = ("opener",)
-
-    async def _open_connection(self):
-        return await self.opener()
-
-
 class Stack:
     """The data plane in memory. Every connection a pool opens is recorded;
     the test plays the region on it."""
@@ -56,11 +47,11 @@ class Stack:
         lim = cfg.limits
         for rt in self.store.regions.values():
             rt.health.healthy = True
-            pool = MemoryPool(rt.id, Endpoint.parse(rt.config.api), resolver=Resolver(self.loop),
+            # The real pool; only opening a socket is played by the test.
+            pool = UpstreamPool(rt.id, Endpoint.parse(rt.config.api), resolver=Resolver(self.loop),
                                 ssl_context=None, size=lim.pool_size, wait=lim.pool_wait,
                                 connect_timeout=1.0, read_timeout=lim.read_timeout, idle_timeout=60.0,
-                                max_head_bytes=lim.max_response_header_bytes)
-            pool.opener = self._opener(rt.id, lim)
+                                max_head_bytes=lim.max_response_header_bytes, opener=self._opener(rt.id, lim))
             rt.pool = pool
         self.store.publish()
         self.proxy = Proxy(config=replace(cfg, geo=replace(cfg.geo, trusted_proxies=(
