@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from .errors import NotSent, Rejected, Sent
 from .http1 import LAST_CHUNK, encode_chunk, error_response, status_line
@@ -28,9 +28,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge_router.exchange")
 
-# Request ids must be unique, not secret: a PRNG seeded from the OS once is
-# enough, and spares a getrandom() system call per request.
-_request_ids = random.Random(os.urandom(32))
+
+
+class RequestIds:
+    """Request ids, 32 hex digits. They must be unique, not secret: a PRNG
+    seeded from the OS once is enough (no getrandom() per request), and its
+    bytes are drawn and hex-encoded for 128 ids at a time."""
+
+    __slots__ = ("_random", "_batch", "_pos")
+
+    def __init__(self) -> None:
+        self._random = random.Random(os.urandom(32))
+        self._batch = b""
+        self._pos = 0
+
+    def next(self) -> bytes:
+        pos = self._pos
+        if pos >= len(self._batch):
+            self._batch = self._random.randbytes(2048).hex().encode()
+            pos = 0
+        self._pos = pos + 32
+        return self._batch[pos:pos + 32]
+
+
+_request_ids: Final = RequestIds()
 
 # On the router's own 503s (no region, overload, residency): worth trying again soon.
 RETRY_AFTER = ((b"Retry-After", b"1"),)
@@ -83,7 +104,7 @@ class Exchange:
         if rid and len(rid) <= 200 and all(c in _REQUEST_ID_OK for c in rid):
             self.request_id = rid
         else:
-            self.request_id = b"%032x" % _request_ids.getrandbits(128)
+            self.request_id = _request_ids.next()
 
     # -- phases ------------------------------------------------------------------------
     # The common path runs in callbacks, without a task: a pooled connection is

@@ -24,6 +24,42 @@ HOP_BY_HOP = frozenset(
     )
 )
 
+# A header name's kind in a classification table: forwarded as it is.
+ORDINARY = -1
+
+
+def exact_case_table(special: dict[bytes, int], common: tuple[bytes, ...]) -> dict[bytes, int]:
+    """A header-name table keyed by names as peers actually spell them (lower
+    case and Canonical-Case), so that most headers are classified without
+    lowercasing them: `special` (lower-case names -> kind) and `common`
+    ordinary names (-> ORDINARY). A name missing from it is lowercased and
+    looked up in `special` (see header_kind), so the answer is the same."""
+    table: dict[bytes, int] = {}
+    for name in (*special, *common):
+        kind = special.get(name, ORDINARY)
+        table[name] = kind
+        table[b"-".join(part.capitalize() for part in name.split(b"-"))] = kind
+    return table
+
+
+def header_kind(exact: dict[bytes, int], special: dict[bytes, int], name: bytes) -> int:
+    """The kind of header `name` in any letter case: `special`'s, else ORDINARY."""
+    kind = exact.get(name)
+    if kind is None:
+        kind = special.get(name.lower(), ORDINARY)
+    return kind
+
+
+def request_version(head: bytes) -> str | None:
+    """"1.1" when the request line of this raw head (as llhttp accepted it)
+    ends in HTTP/1.1 CRLF, else None (ask the parser): spares the parser's
+    version call, which formats a new string, on almost every request."""
+    end = head.find(b"\n")
+    if end >= 10 and head[end - 10:end] == b" HTTP/1.1\r":
+        return "1.1"
+    return None
+
+
 def _status_line(code: int) -> bytes:
     try:
         phrase = HTTPStatus(code).phrase

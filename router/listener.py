@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import httptools
 
@@ -22,10 +22,14 @@ from .errors import Rejected
 from .http1 import (
     CONTINUE_100,
     HOP_BY_HOP,
+    ORDINARY,
     absolute_authority,
     connection_tokens,
     error_response,
+    exact_case_table,
+    header_kind,
     refusal,
+    request_version,
     valid_host,
 )
 
@@ -36,14 +40,28 @@ log = logging.getLogger("edge_router.listener")
 
 
 # Request headers the listener handles itself rather than forwarding as they are.
-_HOST, _XFF, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _XFPROTO, _REQUEST_ID, _UPGRADE, _DROP = range(10)
-_SPECIAL = {
+# Final: constants to mypyc, not a module-dict lookup per header.
+_HOST: Final = 0
+_XFF: Final = 1
+_CONTENT_LENGTH: Final = 2
+_TRANSFER_ENCODING: Final = 3
+_CONNECTION: Final = 4
+_EXPECT: Final = 5
+_XFPROTO: Final = 6
+_REQUEST_ID: Final = 7
+_UPGRADE: Final = 8
+_DROP: Final = 9
+_SPECIAL: Final[dict[bytes, int]] = {
     b"host": _HOST, b"x-forwarded-for": _XFF, b"content-length": _CONTENT_LENGTH,
     b"transfer-encoding": _TRANSFER_ENCODING, b"connection": _CONNECTION, b"expect": _EXPECT,
     b"x-forwarded-proto": _XFPROTO, b"x-request-id": _REQUEST_ID, b"upgrade": _UPGRADE,
     b"x-forwarded-host": _DROP,
     **{h: _DROP for h in HOP_BY_HOP if h not in (b"connection", b"transfer-encoding", b"upgrade")},
 }
+_EXACT: Final = exact_case_table(_SPECIAL, (
+    b"user-agent", b"accept", b"accept-encoding", b"accept-language", b"content-type", b"authorization",
+    b"cookie", b"cache-control", b"origin", b"referer", b"if-none-match", b"if-modified-since", b"x-api-key",
+))
 
 # Parsed requests waiting behind the one being answered (more wait as raw bytes).
 MAX_PIPELINED = 32
@@ -114,7 +132,7 @@ class ClientConnection(asyncio.Protocol):
         "proxy", "loop", "transport", "parser", "peer", "tls", "req", "queue", "exchange",
         "closed", "_reading_paused", "_write_paused", "_timer", "_deadline",
         "_deadline_kind", "_reject", "_max_head", "_in_head", "_head_bytes", "_head_parts", "_tail",
-        "_refused", "_upgrade_tail", "_hold_first", "_unread",
+        "_refused", "_upgrade_tail", "_hold_first", "_unread", "_raw_head",
     )
 
     def __init__(self, proxy: Dispatcher, tls: bool = False) -> None:
@@ -145,6 +163,7 @@ class ClientConnection(asyncio.Protocol):
         self._refused: Rejected | None = None  # a pipelined request refused, answered in its turn
         self._unread = b""  # bytes after a queued request, parsed when its turn comes
         self._upgrade_tail: bytes | None = None  # after an upgrade head: the bytes that followed it
+        self._raw_head = b""  # the head being parsed, whole (empty when it came inside a body's read)
 
     # -- asyncio.Protocol ------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -207,6 +226,7 @@ class ClientConnection(asyncio.Protocol):
                     self._refuse(self._too_large(head))
                     return
                 piece: bytes | memoryview = head
+                self._raw_head = head
                 pos = end
             else:
                 # A body. With a Content-Length, only up to its end: whatever
@@ -328,8 +348,8 @@ class ClientConnection(asyncio.Protocol):
         # control characters (RFC 9110 5.1, 5.5): only our own rules remain.
         req = self.req
         assert req is not None
-        kind = _SPECIAL.get(name.lower())
-        if kind is None:
+        kind = header_kind(_EXACT, _SPECIAL, name)
+        if kind == ORDINARY:
             req.headers.append(b"%s: %s\r\n" % (name, value))
         elif kind == _HOST:
             if req.host is not None:
@@ -373,7 +393,8 @@ class ClientConnection(asyncio.Protocol):
         self._in_head = False
         self._head_bytes = 0
         req.method = p.get_method().decode("ascii")
-        req.version = p.get_http_version()
+        req.version = request_version(self._raw_head) or p.get_http_version()
+        self._raw_head = b""
         req.keep_alive = p.should_keep_alive() and not req.upgrade
         self._check_head(req)
         if req.websocket:

@@ -25,7 +25,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from .http1 import status_class
 
 # Inter-region latencies: 1 ms (same metro) to 10 s (a region in trouble).
-LATENCY_BUCKETS = (
+# Typed as a variable-length tuple: a fixed-length one is a C struct to mypyc,
+# boxed into a new tuple of new floats at every observe().
+LATENCY_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.4,
     0.6, 1.0, 1.5, 2.0, 2.5, 4.0, 6.0, 10.0,
 )

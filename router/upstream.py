@@ -16,25 +16,35 @@ from __future__ import annotations
 
 import asyncio
 import select
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import httptools
 
 from .errors import Sent
-from .http1 import HOP_BY_HOP, no_body_status
+from .http1 import HOP_BY_HOP, ORDINARY, exact_case_table, header_kind, no_body_status
 
 if TYPE_CHECKING:
     from .pool import UpstreamPool
 
 
 # Response headers the connection handles itself rather than relaying as they are.
-_LENGTH, _CHUNKED, _CONNECTION, _KEEP_ALIVE, _DROP = range(5)
-_SPECIAL = {
+# Final: constants to mypyc, not a module-dict lookup per header.
+_LENGTH: Final = 0
+_CHUNKED: Final = 1
+_CONNECTION: Final = 2
+_KEEP_ALIVE: Final = 3
+_DROP: Final = 4
+_SPECIAL: Final[dict[bytes, int]] = {
     b"content-length": _LENGTH, b"transfer-encoding": _CHUNKED, b"connection": _CONNECTION,
     b"keep-alive": _KEEP_ALIVE,
     b"x-edge-region": _DROP, b"x-request-id": _DROP,
     **{h: _DROP for h in HOP_BY_HOP if h not in (b"connection", b"transfer-encoding", b"keep-alive")},
 }
+_EXACT: Final = exact_case_table(_SPECIAL, (
+    b"server", b"date", b"content-type", b"cache-control", b"etag", b"last-modified", b"vary", b"set-cookie",
+    b"content-encoding", b"location", b"expires", b"x-content-type-options", b"strict-transport-security",
+    b"access-control-allow-origin",
+))
 # Connection options that name no header.
 _CONNECTION_OPTIONS = frozenset((b"keep-alive", b"close"))
 
@@ -238,8 +248,8 @@ class UpstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._complete:
             return
-        kind = _SPECIAL.get(name.lower())
-        if kind is None:
+        kind = header_kind(_EXACT, _SPECIAL, name)
+        if kind == ORDINARY:
             self._headers.append(b"%s: %s\r\n" % (name, value))
         elif kind == _LENGTH:
             self._length = int(value)
