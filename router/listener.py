@@ -131,7 +131,7 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "proxy", "loop", "transport", "parser", "peer", "tls", "req", "queue", "exchange",
         "closed", "_reading_paused", "_write_paused", "_timer", "_deadline",
-        "_deadline_kind", "_reject", "_max_head", "_in_head", "_head_bytes", "_head_parts", "_tail",
+        "_deadline_kind", "_reject", "_timer_at", "_max_head", "_in_head", "_head_bytes", "_head_parts", "_tail",
         "_refused", "_upgrade_tail", "_hold_first", "_unread", "_raw_head",
     )
 
@@ -150,6 +150,7 @@ class ClientConnection(asyncio.Protocol):
         self._write_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
+        self._timer_at = 0.0  # when _timer fires
         self._deadline_kind = ""
         self._reject: Rejected | None = None
         self._max_head = proxy.limits.max_header_bytes
@@ -582,10 +583,11 @@ class ClientConnection(asyncio.Protocol):
         self._deadline = deadline = self.loop.time() + seconds
         timer = self._timer
         if timer is not None:
-            if timer.when() <= deadline:
+            if self._timer_at <= deadline:
                 return  # it fires first and re-arms for the rest
             timer.cancel()
         self._timer = self.loop.call_at(deadline, self._on_timer)
+        self._timer_at = deadline  # kept here: asking the timer handle is a call per request
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -595,6 +597,7 @@ class ClientConnection(asyncio.Protocol):
         now = self.loop.time()
         if now < self._deadline:
             self._timer = self.loop.call_at(self._deadline, self._on_timer)
+            self._timer_at = self._deadline
             return
         if kind == "body":
             if self._reading_paused:

@@ -46,7 +46,8 @@ _EXACT: Final = exact_case_table(_SPECIAL, (
     b"access-control-allow-origin",
 ))
 # Connection options that name no header.
-_CONNECTION_OPTIONS = frozenset((b"keep-alive", b"close"))
+_CONNECTION_OPTIONS: Final = frozenset((b"keep-alive", b"close"))
+_NO_TOKENS: Final[frozenset[bytes]] = frozenset()
 
 
 class _Stop(Exception):
@@ -116,7 +117,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _reset_exchange(self) -> None:
         self._head: ResponseHead | None = None
         self._headers: list[bytes] = []
-        self._conn_tokens: set[bytes] = set()
+        self._conn_tokens: frozenset[bytes] = _NO_TOKENS  # shared until a Connection header comes
         self._length: int | None = None
         self._chunked = False
         self._sink: ResponseSink | None = None
@@ -257,7 +258,7 @@ class UpstreamConnection(asyncio.Protocol):
         elif kind == _CHUNKED:
             self._chunked = value.strip().lower().endswith(b"chunked")
         elif kind == _CONNECTION:
-            self._conn_tokens |= {t.strip().lower() for t in value.split(b",")}
+            self._conn_tokens = self._conn_tokens | frozenset(t.strip().lower() for t in value.split(b","))
         elif kind == _KEEP_ALIVE:
             self._read_keep_alive(value)
         # _DROP: other hop-by-hop headers, and the two the router sets itself
@@ -283,7 +284,7 @@ class UpstreamConnection(asyncio.Protocol):
             if self._sink is not None:  # hostile-client: interim answers
                 self._sink.upstream_interim(status, self._headers)
             self._headers = []
-            self._conn_tokens = set()
+            self._conn_tokens = _NO_TOKENS
             self._length = None
             self._chunked = False
             return
