@@ -14,7 +14,7 @@ import random
 from typing import TYPE_CHECKING, Final
 
 from .errors import NotSent, Rejected, Sent
-from .http1 import LAST_CHUNK, encode_chunk, error_response, status_line
+from .http1 import LAST_CHUNK, encode_chunk, error_response, origin_form, status_line, valid_request_id
 from .logs import log_route, routing_log
 from .retry import RETRY, RETRY_STATUSES, retry_decision
 from .candidates import panic_pick, passed_over, skip_reason
@@ -56,7 +56,6 @@ _request_ids: Final = RequestIds()
 # On the router's own 503s (no region, overload, residency): worth trying again soon.
 RETRY_AFTER = ((b"Retry-After", b"1"),)
 
-_REQUEST_ID_OK = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
 class Exchange:
@@ -101,10 +100,7 @@ class Exchange:
         self.out: list[bytes] = []  # bytes for the client, written once per region read
         self.rl_headers = b""  # rate limit: remaining-quota header lines for the answer
         rid = req.request_id
-        if rid and len(rid) <= 200 and all(c in _REQUEST_ID_OK for c in rid):
-            self.request_id = rid
-        else:
-            self.request_id = _request_ids.next()
+        self.request_id = rid if rid is not None and valid_request_id(rid) else _request_ids.next()
 
     # -- phases ------------------------------------------------------------------------
     # The common path runs in callbacks, without a task: a pooled connection is
@@ -222,7 +218,7 @@ class Exchange:
         req.body.attach(  # the head and any body already here: one write
             conn,
             b"%s %s%s HTTP/1.1\r\nHost: %s\r\n%s"
-            % (req.method.encode(), ep.base_path.encode(), self.target(), ep.host_header, self.common),
+            % (req.method.encode(), ep.base_path.encode(), origin_form(req.url), ep.host_header, self.common),
         )
 
     # -- ResponseSink (called by the upstream connection) --------------------------------
@@ -503,17 +499,6 @@ class Exchange:
             self.proxy.release_retry()
 
     # -- building heads ------------------------------------------------------------------
-    def target(self) -> bytes:
-        url = self.req.url
-        if url[:1] == b"/" or url == b"*":
-            return url
-        # absolute-form (RFC 9112 3.2.2): keep only path and query
-        i = url.find(b"://")
-        if i >= 0:
-            j = url.find(b"/", i + 3)
-            return url[j:] if j >= 0 else b"/"
-        return b"/" + url
-
     def common_head(self) -> bytes:
         """The request head without its first two lines; same for every region."""
         req = self.req

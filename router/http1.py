@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import re
 from http import HTTPStatus
+from typing import Final
 
 import orjson
 
@@ -58,6 +59,27 @@ def request_version(head: bytes) -> str | None:
     if end >= 10 and head[end - 10:end] == b" HTTP/1.1\r":
         return "1.1"
     return None
+
+
+_REQUEST_ID_OK: Final = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+def valid_request_id(rid: bytes) -> bool:
+    """A client's X-Request-Id the router passes on (else it makes its own):
+    1-200 characters of letters, digits and -_.: (no way to inject a header)."""
+    return 0 < len(rid) <= 200 and all(c in _REQUEST_ID_OK for c in rid)
+
+
+def origin_form(target: bytes) -> bytes:
+    """The request target as a region is sent it: origin-form (path and query).
+    An absolute-form target (RFC 9112 3.2.2) keeps only its path and query."""
+    if target[:1] == b"/" or target == b"*":
+        return target
+    i = target.find(b"://")
+    if i >= 0:
+        j = target.find(b"/", i + 3)
+        return target[j:] if j >= 0 else b"/"
+    return b"/" + target
 
 
 def _status_line(code: int) -> bytes:

@@ -64,3 +64,26 @@ def test_request_ids_are_32_hex_digits_and_unique():
     seen = [ids.next() for _ in range(1000)]  # several batches
     assert all(re.fullmatch(rb"[0-9a-f]{32}", i) for i in seen)
     assert len(set(seen)) == len(seen)
+
+
+@pytest.mark.parametrize("target,sent", [
+    (b"/api/v1?x=1", b"/api/v1?x=1"),
+    (b"*", b"*"),
+    (b"http://api.example.com/v1/x?y=2", b"/v1/x?y=2"),
+    (b"https://api.example.com", b"/"),
+    (b"HTTP://api.example.com:8080/p", b"/p"),
+])
+def test_origin_form(target, sent):
+    from router.http1 import origin_form
+
+    assert origin_form(target) == sent
+
+
+@pytest.mark.parametrize("rid,ok", [
+    (b"abc-123_x.y:z", True), (b"a" * 200, True), (b"a" * 201, False), (b"", False),
+    (b"abc def", False), (b"abc\r\nX-Evil: 1", False), (b"caf\xc3\xa9", False), (b"a/b", False),
+])
+def test_valid_request_id(rid, ok):
+    from router.http1 import valid_request_id
+
+    assert valid_request_id(rid) is ok
