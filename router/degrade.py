@@ -17,12 +17,12 @@ answered one); `evaluate(now)` decides:
 """
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 from math import ceil
 
 from .config import DegradeConfig
+from .metrics import bucket_of
 
 PERCENTILE = 0.95
 RECOVER_MARGIN = 0.8  # recover below 80 % of each threshold: 4 % errors, p95 1.6 s
@@ -63,7 +63,7 @@ class Degrade:
     def __init__(self, cfg: DegradeConfig):
         self.cfg = cfg
         slowish = cfg.latency * RECOVER_MARGIN
-        self.bounds = tuple(sorted({*_BOUNDS, *(cfg.latency * k for k in _NEAR), cfg.latency, slowish}))
+        self.bounds: tuple[float, ...] = tuple(sorted({*_BOUNDS, *(cfg.latency * k for k in _NEAR), cfg.latency, slowish}))
         self._slow_bin = self.bounds.index(cfg.latency) + 1  # first bin above the threshold
         self._slowish_bin = self.bounds.index(slowish) + 1
         self.width = cfg.window / 10  # ten time buckets per window
@@ -88,7 +88,7 @@ class Degrade:
         if failed:
             cur[2] += 1
         if latency is not None:
-            cur[3][bisect_left(self.bounds, latency)] += 1
+            cur[3][bucket_of(self.bounds, latency)] += 1
 
     def _expire(self, idx: int) -> None:
         buckets = self.buckets

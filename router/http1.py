@@ -51,14 +51,22 @@ def header_kind(exact: dict[bytes, int], special: dict[bytes, int], name: bytes)
     return kind
 
 
-def request_version(head: bytes) -> str | None:
-    """"1.1" when the request line of this raw head (as llhttp accepted it)
-    ends in HTTP/1.1 CRLF, else None (ask the parser): spares the parser's
-    version call, which formats a new string, on almost every request."""
-    end = head.find(b"\n")
-    if end >= 10 and head[end - 10:end] == b" HTTP/1.1\r":
+def request_version(head: bytes, method: str, target: bytes) -> str | None:
+    """"1.1" when the request line of this raw head, as llhttp accepted it
+    (method SP target SP version CRLF), ends in HTTP/1.1 CRLF; else None (ask
+    the parser). Spares the parser's version call, which formats a new string,
+    on almost every request. The version is looked for where it must be when
+    the head starts with the request line; after leading empty lines (which
+    llhttp skips) it is not found there, since a target holds no SP, CR or LF."""
+    at = len(method) + 1 + len(target)
+    if head[at:at + 11] == b" HTTP/1.1\r\n":
         return "1.1"
     return None
+
+
+# Connection header values that name no other header and do not close: the
+# usual one is skipped without splitting it into tokens.
+KEEP_ALIVE_ONLY: Final = frozenset((b"keep-alive", b"Keep-Alive"))
 
 
 _REQUEST_ID_OK: Final = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")

@@ -22,6 +22,7 @@ from .errors import Rejected
 from .http1 import (
     CONTINUE_100,
     HOP_BY_HOP,
+    KEEP_ALIVE_ONLY,
     ORDINARY,
     absolute_authority,
     connection_tokens,
@@ -371,7 +372,8 @@ class ClientConnection(asyncio.Protocol):
         elif kind == _TRANSFER_ENCODING:
             req.te = value if req.te is None else req.te + b"," + value
         elif kind == _CONNECTION:
-            req.conn_tokens = connection_tokens(value) | (req.conn_tokens or set())
+            if value not in KEEP_ALIVE_ONLY:  # keep-alive is the default: nothing to record
+                req.conn_tokens = connection_tokens(value) | (req.conn_tokens or set())
         elif kind == _EXPECT:
             if value.strip().lower() == b"100-continue":
                 req.expect = True
@@ -394,7 +396,7 @@ class ClientConnection(asyncio.Protocol):
         self._in_head = False
         self._head_bytes = 0
         req.method = p.get_method().decode("ascii")
-        req.version = request_version(self._raw_head) or p.get_http_version()
+        req.version = request_version(self._raw_head, req.method, req.url) or p.get_http_version()
         self._raw_head = b""
         req.keep_alive = p.should_keep_alive() and not req.upgrade
         self._check_head(req)

@@ -8,8 +8,7 @@ set on publication use prometheus_client directly.
 """
 from __future__ import annotations
 
-from bisect import bisect_left
-from typing import Callable, Iterable
+from typing import Callable, Final, Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -27,7 +26,7 @@ from .http1 import status_class
 # Inter-region latencies: 1 ms (same metro) to 10 s (a region in trouble).
 # Typed as a variable-length tuple: a fixed-length one is a C struct to mypyc,
 # boxed into a new tuple of new floats at every observe().
-LATENCY_BUCKETS: tuple[float, ...] = (
+LATENCY_BUCKETS: Final[tuple[float, ...]] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.4,
     0.6, 1.0, 1.5, 2.0, 2.5, 4.0, 6.0, 10.0,
 )
@@ -37,6 +36,19 @@ BREAKER_VALUES = {"closed": 0, "half-open": 1, "open": 2}
 PROBE_RESULTS = ("ok", "failure", "timeout", "network")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def bucket_of(bounds: tuple[float, ...], value: float) -> int:
+    """bisect_left(bounds, value), as a loop mypyc compiles to float compares:
+    the C bisect compares boxed floats through the generic protocol."""
+    lo, hi = 0, len(bounds)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if bounds[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 class LocalHistogram:
@@ -49,7 +61,7 @@ class LocalHistogram:
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
-        self.counts[bisect_left(LATENCY_BUCKETS, value)] += 1
+        self.counts[bucket_of(LATENCY_BUCKETS, value)] += 1
         self.sum += value
 
     def buckets(self) -> list[tuple[str, float]]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 import httptools
 
 from .errors import Sent
-from .http1 import HOP_BY_HOP, ORDINARY, exact_case_table, header_kind, no_body_status
+from .http1 import HOP_BY_HOP, KEEP_ALIVE_ONLY, ORDINARY, exact_case_table, header_kind, no_body_status
 
 if TYPE_CHECKING:
     from .pool import UpstreamPool
@@ -258,7 +258,8 @@ class UpstreamConnection(asyncio.Protocol):
         elif kind == _CHUNKED:
             self._chunked = value.strip().lower().endswith(b"chunked")
         elif kind == _CONNECTION:
-            self._conn_tokens = self._conn_tokens | frozenset(t.strip().lower() for t in value.split(b","))
+            if value not in KEEP_ALIVE_ONLY:  # keep-alive is the default: nothing to record
+                self._conn_tokens = self._conn_tokens | frozenset(t.strip().lower() for t in value.split(b","))
         elif kind == _KEEP_ALIVE:
             self._read_keep_alive(value)
         # _DROP: other hop-by-hop headers, and the two the router sets itself

@@ -44,19 +44,28 @@ def test_exact_case_table_spellings():
     assert table == {b"x-forwarded-for": 1, b"X-Forwarded-For": 1, b"user-agent": ORDINARY, b"User-Agent": ORDINARY}
 
 
-@pytest.mark.parametrize("head,version", [
-    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", "1.1"),
-    (b"GET /x?y HTTP/1.1\r\n\r\n", "1.1"),
-    (b"GET / HTTP/1.0\r\nHost: a\r\n\r\n", None),  # the parser says
-    (b"GET / HTTP/1.1\nHost: a\n\n", None),  # bare LF: the parser says
-    (b"\r\nGET / HTTP/1.1\r\n\r\n", None),  # a leading empty line: the parser says
-    (b"GET / HTTP/2.0\r\n\r\n", None),
-    (b"HTTP/1.1\r\n\r\n", None),  # no request line ending in it
-    (b"GET /HTTP/1.1\r\n\r\n", None),
-    (b"", None),
+@pytest.mark.parametrize("head,method,target,version", [
+    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", "GET", b"/", "1.1"),
+    (b"POST /x?y HTTP/1.1\r\n\r\n", "POST", b"/x?y", "1.1"),
+    (b"GET / HTTP/1.0\r\nHost: a\r\n\r\n", "GET", b"/", None),  # the parser says
+    (b"GET / HTTP/1.1\nHost: a\n\n", "GET", b"/", None),  # bare LF: the parser says
+    (b"\r\nGET / HTTP/1.1\r\n\r\n", "GET", b"/", None),  # a leading empty line: the parser says
+    (b"\r\n\r\nGET /ab HTTP/1.0\r\nX: HTTP/1.1\r\n\r\n", "GET", b"/ab", None),
+    (b"GET / HTTP/2.0\r\n\r\n", "GET", b"/", None),
+    (b"", "GET", b"/", None),  # the head came inside a body's read: the parser says
 ])
-def test_request_version_fast_path(head, version):
-    assert request_version(head) == version
+def test_request_version_fast_path(head, method, target, version):
+    assert request_version(head, method, target) == version
+
+
+@pytest.mark.parametrize("bounds", [(), (1.0,), (0.001, 0.0025, 0.005, 0.01, 1.0, 10.0)])
+@pytest.mark.parametrize("value", [0.0, 0.001, 0.002, 0.0025, 0.5, 1.0, 9.9, 10.0, 11.0, -1.0])
+def test_bucket_of_is_bisect_left(bounds, value):
+    from bisect import bisect_left
+
+    from router.metrics import bucket_of
+
+    assert bucket_of(bounds, value) == bisect_left(bounds, value)
 
 
 def test_request_ids_are_32_hex_digits_and_unique():
