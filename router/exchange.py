@@ -142,7 +142,7 @@ class Exchange:
         """Go to the next usable candidate; answer ourselves when none is left."""
         proxy = self.proxy
         regions = proxy.store.regions
-        now = proxy.clock.now()
+        now = proxy.now()
         order = self.order
         while self.pos < len(order):
             rid = order[self.pos]
@@ -189,7 +189,7 @@ class Exchange:
         try:
             conn = await (rt.pool.connect_unpooled() if self.req.websocket else rt.pool.acquire())
         except NotSent as exc:
-            now = self.proxy.clock.now()
+            now = self.proxy.now()
             if exc.reason == "pool":  # busy, not broken: no verdict on the region
                 rt.breaker.on_cancel(now)
             else:
@@ -213,12 +213,11 @@ class Exchange:
         req = self.req
         self.conn = conn
         ep = rt.pool.endpoint
-        self.t_sent = self.proxy.clock.now()
+        self.t_sent = self.proxy.now()
         conn.begin(req.method == "HEAD", self)
         req.body.attach(  # the head and any body already here: one write
             conn,
-            b"%s %s%s HTTP/1.1\r\nHost: %s\r\n%s"
-            % (req.method.encode(), ep.base_path.encode(), origin_form(req.url), ep.host_header, self.common),
+            b"".join((req.method.encode(), b" ", ep.path_prefix, origin_form(req.url), ep.host_line, self.common)),
         )
 
     # -- ResponseSink (called by the upstream connection) --------------------------------
@@ -227,7 +226,7 @@ class Exchange:
             proxy = self.proxy
             rt = self.rt
             assert rt is not None
-            self.upstream_time = proxy.clock.now() - self.t_sent
+            self.upstream_time = proxy.now() - self.t_sent
             rt.metrics.upstream_latency.observe(self.upstream_time)
             proxy.store.record_outcome(rt, self.upstream_time, head.status)  # latency, degrade
             status = head.status
@@ -262,7 +261,7 @@ class Exchange:
                                % (status_line(101), b"".join(head.headers), rt.id.encode(), self.request_id))
         region_transport, from_region = self.conn.detach()
         self.conn = None
-        proxy.store.breaker_changed(rt, rt.breaker.on_success(proxy.clock.now()))
+        proxy.store.breaker_changed(rt, rt.breaker.on_success(proxy.now()))
         self.end_attempt()
         if rt.id != self.order[0]:
             self.count_failover(self.order[0], rt.id, self.first_reason or "unknown")
@@ -303,7 +302,7 @@ class Exchange:
         if not self.head_sent:
             rt = self.rt
             assert rt is not None
-            self.proxy.store.record_outcome(rt, self.proxy.clock.now() - self.t_sent, 0)  # degrade
+            self.proxy.store.record_outcome(rt, self.proxy.now() - self.t_sent, 0)  # degrade
             if isinstance(exc, Sent) and exc.timed_out:
                 self.drop_region((504, "upstream_timeout", f"{rt.id}: {exc.detail}"))
             else:
@@ -335,7 +334,7 @@ class Exchange:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
-        proxy.store.breaker_changed(rt, rt.breaker.on_failure(proxy.clock.now()))
+        proxy.store.breaker_changed(rt, rt.breaker.on_failure(proxy.now()))
         self.end_attempt()
         self.failed = error
         self.first_reason = self.first_reason or error[1]
@@ -374,7 +373,7 @@ class Exchange:
         req = self.req
         conn = self.conn
         self.conn = None
-        now = proxy.clock.now()
+        now = proxy.now()
         if not ok or rt.breaker.is_failure(self.status):  # hostile-region: 500 is not the region's fault
             proxy.store.breaker_changed(rt, rt.breaker.on_failure(now))
         else:
@@ -446,7 +445,7 @@ class Exchange:
             self.conn.close()
             self.conn = None
         if self.in_attempt:
-            self.rt.breaker.on_cancel(self.proxy.clock.now())
+            self.rt.breaker.on_cancel(self.proxy.now())
             self.end_attempt()
 
     def wait_for(self, coro) -> None:
@@ -476,7 +475,7 @@ class Exchange:
         beyond the request's one drain draw.)"""
         proxy = self.proxy
         regions = proxy.store.regions
-        now = proxy.clock.now()
+        now = proxy.now()
         for rid in self.order[self.pos:]:
             rt = regions.get(rid)
             if rt is None:
@@ -635,7 +634,7 @@ class Exchange:
         status = self.status or 499
         region = self.region if self.head_sent and self.rt is not None and self.status else "none"
         proxy.metrics.count_request(region, status, proxy.store.strategy)
-        duration = proxy.clock.now() - self.req.started
+        duration = proxy.now() - self.req.started
         if region != "none":
             self.rt.metrics.request_duration.observe(duration)
         else:  # polish (issue 15): the router's own answers have a duration too

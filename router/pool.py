@@ -26,6 +26,10 @@ class Endpoint:
     port: int
     base_path: str  # prefix for every forwarded path ("" for none)
     host_header: bytes  # Host sent to the region
+    # What every request head to it holds, encoded once: the path prefix, and
+    # the request line's end with the Host line.
+    path_prefix: bytes
+    host_line: bytes
 
     @classmethod
     def parse(cls, url: str) -> "Endpoint":
@@ -38,7 +42,10 @@ class Endpoint:
         host = u.hostname
         shown = f"[{host}]" if ":" in host else host
         host_header = shown if port == default else f"{shown}:{port}"
-        return cls(scheme, host, port, u.path.rstrip("/"), host_header.encode("idna"))
+        base_path = u.path.rstrip("/")
+        host_bytes = host_header.encode("idna")
+        return cls(scheme, host, port, base_path, host_bytes, base_path.encode(),
+                   b" HTTP/1.1\r\nHost: " + host_bytes + b"\r\n")
 
 
 def client_ssl_context(

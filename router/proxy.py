@@ -18,6 +18,7 @@ from .tunnel import TunnelRegistry
 
 if TYPE_CHECKING:
     from .listener import ClientConnection, Request
+    from .metrics import Metrics
     from .state import RegionStore
 
 log = logging.getLogger("edge_router.proxy")
@@ -42,13 +43,15 @@ def default_max_connections(config, nofile: int | None = None) -> int:
 class Proxy:
     """Shared by every client connection: the store, GeoIP, metrics, limits."""
 
-    def __init__(self, *, config, store: "RegionStore", geo, metrics, clock, access_log: Callable | None = None,
+    def __init__(self, *, config, store: "RegionStore", geo, metrics: "Metrics", clock,
+                 access_log: Callable | None = None,
                  rate_limiter=None):
         self.loop = asyncio.get_running_loop()
         self.store = store
         self._geo = geo
         self.metrics = metrics
         self.clock = clock
+        self.now: Callable[[], float] = clock.now  # called several times per request: bound once
         self.access_log = access_log
         self.rate_limiter = rate_limiter  # router/ratelimit, None without rules
         self.budget = RetryBudget.from_limits(config.limits)
