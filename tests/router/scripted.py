@@ -29,8 +29,10 @@ RESET = "reset"  # takes the request, then resets before any answer
 OK = "200"  # answers 200
 BUSY = "503"  # answers its own 503 (a small JSON body)
 SILENT = "silent"  # takes the request, never answers: read timeout
+SLOW = "slow"  # answers 200, SLOW_DELAY seconds after the request (loop time)
 CUT = "cut"  # answers 200 with 5 of 20 body bytes, then closes
-PLAYS = (REFUSE, BLACKHOLE, RESET, OK, BUSY, SILENT, CUT)
+PLAYS = (REFUSE, BLACKHOLE, RESET, OK, BUSY, SILENT, SLOW, CUT)
+SLOW_DELAY = 3.0
 
 
 def answer(region: str, play: str) -> bytes:
@@ -76,6 +78,8 @@ class RegionWire(MemTransport):
             self.protocol.data_received(answer(self.region.id, play))
             if play == CUT:
                 self.drop(None)
+        elif play == SLOW:
+            self.loop.call_later(SLOW_DELAY, self.play, OK)
         # SILENT: nothing, ever
 
     def drop(self, exc: Exception | None) -> None:

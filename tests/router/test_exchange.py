@@ -19,7 +19,7 @@ import json
 
 import pytest
 
-from scripted import BLACKHOLE, BUSY, CUT, OK, REFUSE, RESET, SILENT, DataPlane, parse_response
+from scripted import BLACKHOLE, BUSY, CUT, OK, REFUSE, RESET, SILENT, SLOW, SLOW_DELAY, DataPlane, parse_response
 
 # The walk without GeoIP: the default region, then its failover list.
 ORDER = ("us-east-1", "us-west-2", "eu-west-1")
@@ -120,6 +120,17 @@ def test_get_retried_after_the_read_timeout():
         dp.close()
 
 
+def test_a_slow_answer_within_the_read_timeout_is_waited_for():
+    dp, wire = run_row("POST", SMALL, (SLOW, OK, OK))
+    try:
+        dp.loop.advance(SLOW_DELAY - 0.5)
+        assert wire.out == b""
+        dp.loop.advance(1.0)
+        assert outcome(dp, wire) == (200, "us-east-1", "ok from us-east-1", (1, 0, 0), "")
+    finally:
+        dp.close()
+
+
 def test_post_times_out_once_and_is_not_sent_again():
     dp, wire = run_row("POST", SMALL, (SILENT, OK, OK))
     try:
@@ -176,5 +187,16 @@ def test_max_attempts_bounds_the_sent_attempts():
     dp, wire = run_row("GET", b"", (RESET, RESET, OK), max_attempts=2)
     try:
         assert outcome(dp, wire)[:4] == (502, "us-west-2", "error:upstream_failed", (1, 1, 0))
+    finally:
+        dp.close()
+
+
+def test_a_clean_answer_leaves_the_connection_for_the_next_request():
+    dp, first = run_row("GET", b"", (OK, OK, OK))
+    try:
+        second = dp.request("POST", SMALL)
+        assert parse_response(bytes(first.out))[0] == parse_response(bytes(second.out))[0] == 200
+        home = dp.regions["us-east-1"]
+        assert home.requests == ["GET", "POST"] and len(home.wires) == 1  # one connection, kept alive
     finally:
         dp.close()
