@@ -100,11 +100,12 @@ class RegionWire(MemTransport):
 
 @dataclass
 class ScriptedRegion:
-    """Plays its script, one entry per connection attempt (the last one repeats)."""
+    """Plays its script, one entry per attempt (the last one repeats): an attempt is
+    a connection refused or never opened, or a whole request received."""
     id: str
     port: int
     script: tuple[str, ...]
-    tries: int = 0  # connection attempts refused or lost, plus requests it received
+    tries: int = 0  # attempts so far
     requests: list[str] = field(default_factory=list)  # methods of the requests it received
     wires: list[RegionWire] = field(default_factory=list)
 
