@@ -27,11 +27,13 @@ REFUSE = "refuse"  # the connection is refused: nothing was sent
 BLACKHOLE = "blackhole"  # the connection never opens (SYN lost): connect timeout
 RESET = "reset"  # takes the request, then resets before any answer
 OK = "200"  # answers 200
-BUSY = "503"  # answers its own 503 (a small JSON body)
+BUSY = "503"  # answers its own 503 (a small JSON body); "500", "502" and "504" likewise
 SILENT = "silent"  # takes the request, never answers: read timeout
 SLOW = "slow"  # answers 200, SLOW_DELAY seconds after the request (loop time)
 CUT = "cut"  # answers 200 with 5 of 20 body bytes, then closes
-PLAYS = (REFUSE, BLACKHOLE, RESET, OK, BUSY, SILENT, SLOW, CUT)
+ERRORS = {"500": b"Internal Server Error", "502": b"Bad Gateway", BUSY: b"Service Unavailable",
+          "504": b"Gateway Timeout"}
+PLAYS = (REFUSE, BLACKHOLE, RESET, OK, SILENT, SLOW, CUT, *ERRORS)
 SLOW_DELAY = 3.0
 
 
@@ -39,9 +41,10 @@ def answer(region: str, play: str) -> bytes:
     if play == OK:
         body = f"ok from {region}".encode()
         return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-    if play == BUSY:
+    if play in ERRORS:
         body = f'{{"busy":"{region}"}}'.encode()
-        return b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        return b"HTTP/1.1 %s %s\r\nContent-Length: %d\r\n\r\n%s" % (
+            play.encode(), ERRORS[play], len(body), body)
     if play == CUT:
         return b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nhello"
     raise ValueError(play)
@@ -74,7 +77,7 @@ class RegionWire(MemTransport):
             return
         if play == RESET:
             self.drop(ConnectionResetError("reset by the region"))
-        elif play in (OK, BUSY, CUT):
+        elif play in (OK, CUT) or play in ERRORS:
             self.protocol.data_received(answer(self.region.id, play))
             if play == CUT:
                 self.drop(None)

@@ -52,6 +52,11 @@ ROWS: list[tuple[str, Row]] = [
     # us-west-2's 503 is dropped because eu-west-1 looks alive; eu-west-1 then refuses:
     # the router answers that 503 itself, naming the region whose answer it was.
     ("GET, 503 then a refusal", ("GET", b"", (REFUSE, BUSY, REFUSE), 503, "us-west-2", "error:upstream_error", (1, 1, 1), "")),
+    ("DELETE, 503 retried", ("DELETE", b"", (BUSY, OK, OK), 200, "us-west-2", "ok from us-west-2", (1, 1, 0), "upstream_error")),
+    ("GET, 502 retried", ("GET", b"", ("502", OK, OK), 200, "us-west-2", "ok from us-west-2", (1, 1, 0), "upstream_error")),
+    ("GET, 504 retried", ("GET", b"", ("504", OK, OK), 200, "us-west-2", "ok from us-west-2", (1, 1, 0), "upstream_error")),
+    ("GET, 500 relayed: not a retry status", ("GET", b"", ("500", OK, OK), 500, "us-east-1", '{"busy":"us-east-1"}', (1, 0, 0), "")),
+    ("PATCH, 502 relayed", ("PATCH", SMALL, ("502", OK, OK), 502, "us-east-1", '{"busy":"us-east-1"}', (1, 0, 0), "")),
     # -- the answer broke off after its head went to the client: nothing to retry --------------
     ("GET, closed mid-body", ("GET", b"", (CUT, OK, OK), 200, "us-east-1", "hello", (1, 0, 0), "")),
 ]
