@@ -33,7 +33,6 @@ SLOW = "slow"  # answers 200, SLOW_DELAY seconds after the request (loop time)
 CUT = "cut"  # answers 200 with 5 of 20 body bytes, then closes
 ERRORS = {"500": b"Internal Server Error", "502": b"Bad Gateway", BUSY: b"Service Unavailable",
           "504": b"Gateway Timeout"}
-PLAYS = (REFUSE, BLACKHOLE, RESET, OK, SILENT, SLOW, CUT, *ERRORS)
 SLOW_DELAY = 3.0
 
 
