@@ -205,3 +205,21 @@ def test_a_clean_answer_leaves_the_connection_for_the_next_request():
         assert home.requests == ["GET", "POST"] and len(home.wires) == 1  # one connection, kept alive
     finally:
         dp.close()
+
+
+def test_a_full_pool_waits_pool_wait_then_takes_the_next_region():
+    """Busy is not broken: after limits.pool_wait the request goes on (not sent,
+    so even a POST)."""
+    dp, first = run_row("GET", b"", (SILENT, OK, OK), pool_size=1, pool_wait="1s")
+    try:
+        second = dp.request("POST", SMALL)  # the only us-east-1 connection is busy with the first
+        dp.loop.advance(0.5)
+        assert second.out == b""
+        dp.loop.advance(1.0)
+        status, headers, body = parse_response(bytes(second.out))
+        assert (status, headers["x-edge-region"], body) == (200, "us-west-2", b"ok from us-west-2")
+        assert dp.regions["us-east-1"].requests == ["GET"] and first.out == b""
+        assert dp.metric("edge_router_failovers_total") == [
+            ({"from_region": "us-east-1", "to_region": "us-west-2", "reason": "pool"}, 1.0)]
+    finally:
+        dp.close()
