@@ -62,11 +62,21 @@ ROWS: list[tuple[str, Row]] = [
 ]
 
 
-def run_row(method, body, plays, **limits):
-    dp = DataPlane(dict(zip(ORDER, (tuple([p]) for p in plays))), read_timeout=f"{READ_TIMEOUT:g}s",
-                   connect_timeout=f"{CONNECT_TIMEOUT:g}s", **limits)
-    wire = dp.request(method, body)
-    return dp, wire
+@pytest.fixture
+def run_row():
+    """(method, body, one play per region in ORDER, limits) -> the data plane and the
+    client's transport after the request went in; closed when the test ends."""
+    made: list[DataPlane] = []
+
+    def run(method, body, plays, **limits):
+        dp = DataPlane(dict(zip(ORDER, (tuple([p]) for p in plays))), read_timeout=f"{READ_TIMEOUT:g}s",
+                       connect_timeout=f"{CONNECT_TIMEOUT:g}s", **limits)
+        made.append(dp)
+        return dp, dp.request(method, body)
+
+    yield run
+    for dp in made:
+        dp.close()
 
 
 def outcome(dp: DataPlane, wire) -> tuple[int, str, str, tuple[int, ...], str]:
@@ -89,71 +99,53 @@ KNOWN = {  # rows the data plane gets wrong today: strict, so a fix shows up her
 @pytest.mark.parametrize("row", [
     pytest.param(r, id=name, marks=[pytest.mark.xfail(strict=True, reason=KNOWN[name])] if name in KNOWN else [])
     for name, r in ROWS])
-def test_request_outcome(row):
+def test_request_outcome(row, run_row):
     method, body, plays, *expected = row
     dp, wire = run_row(method, body, plays)
-    try:
-        assert outcome(dp, wire) == tuple(expected)
-        # Whatever happened, no region saw a POST/PATCH twice.
-        if method in ("POST", "PATCH"):
-            assert sum(r.requests.count(method) for r in dp.regions.values()) <= 1
-        assert dp.metric("edge_router_requests_in_flight") == []  # every attempt ended
-    finally:
-        dp.close()
+    assert outcome(dp, wire) == tuple(expected)
+    # Whatever happened, no region saw a POST/PATCH twice.
+    if method in ("POST", "PATCH"):
+        assert sum(r.requests.count(method) for r in dp.regions.values()) <= 1
+    assert dp.metric("edge_router_requests_in_flight") == []  # every attempt ended
 
 
-def test_closed_mid_body_cuts_the_client_connection():
+def test_closed_mid_body_cuts_the_client_connection(run_row):
     dp, wire = run_row("GET", b"", (CUT, OK, OK))
-    try:
-        assert wire.aborted  # a short body must not look complete
-        assert bytes(wire.out).endswith(b"\r\n\r\nhello")
-    finally:
-        dp.close()
+    assert wire.aborted  # a short body must not look complete
+    assert bytes(wire.out).endswith(b"\r\n\r\nhello")
 
 
 # -- timers: the loop's clock moves only when the test says -----------------------------------------
 
-def test_get_retried_after_the_read_timeout():
+def test_get_retried_after_the_read_timeout(run_row):
     dp, wire = run_row("GET", b"", (SILENT, OK, OK))
-    try:
-        dp.loop.advance(READ_TIMEOUT - 0.5)
-        assert wire.out == b"" and dp.regions["us-west-2"].tries == 0  # still waiting
-        assert dp.metric("edge_router_requests_in_flight") == [({"region": "us-east-1"}, 1.0)]
-        dp.loop.advance(1.0)
-        assert outcome(dp, wire) == (200, "us-west-2", "ok from us-west-2", (1, 1, 0), "upstream_timeout")
-    finally:
-        dp.close()
+    dp.loop.advance(READ_TIMEOUT - 0.5)
+    assert wire.out == b"" and dp.regions["us-west-2"].tries == 0  # still waiting
+    assert dp.metric("edge_router_requests_in_flight") == [({"region": "us-east-1"}, 1.0)]
+    dp.loop.advance(1.0)
+    assert outcome(dp, wire) == (200, "us-west-2", "ok from us-west-2", (1, 1, 0), "upstream_timeout")
 
 
-def test_a_slow_answer_within_the_read_timeout_is_waited_for():
+def test_a_slow_answer_within_the_read_timeout_is_waited_for(run_row):
     dp, wire = run_row("POST", SMALL, (SLOW, OK, OK))
-    try:
-        dp.loop.advance(SLOW_DELAY - 0.5)
-        assert wire.out == b""
-        dp.loop.advance(1.0)
-        assert outcome(dp, wire) == (200, "us-east-1", "ok from us-east-1", (1, 0, 0), "")
-    finally:
-        dp.close()
+    dp.loop.advance(SLOW_DELAY - 0.5)
+    assert wire.out == b""
+    dp.loop.advance(1.0)
+    assert outcome(dp, wire) == (200, "us-east-1", "ok from us-east-1", (1, 0, 0), "")
 
 
-def test_post_times_out_once_and_is_not_sent_again():
+def test_post_times_out_once_and_is_not_sent_again(run_row):
     dp, wire = run_row("POST", SMALL, (SILENT, OK, OK))
-    try:
-        dp.loop.advance(READ_TIMEOUT + 1)
-        assert outcome(dp, wire) == (504, "us-east-1", "error:upstream_timeout", (1, 0, 0), "")
-    finally:
-        dp.close()
+    dp.loop.advance(READ_TIMEOUT + 1)
+    assert outcome(dp, wire) == (504, "us-east-1", "error:upstream_timeout", (1, 0, 0), "")
 
 
-def test_connect_timeout_goes_to_the_next_region_even_for_a_post():
+def test_connect_timeout_goes_to_the_next_region_even_for_a_post(run_row):
     dp, wire = run_row("POST", SMALL, (BLACKHOLE, OK, OK))
-    try:
-        dp.loop.advance(CONNECT_TIMEOUT - 0.5)
-        assert wire.out == b""
-        dp.loop.advance(1.0)
-        assert outcome(dp, wire) == (200, "us-west-2", "ok from us-west-2", (1, 1, 0), "connect-timeout")
-    finally:
-        dp.close()
+    dp.loop.advance(CONNECT_TIMEOUT - 0.5)
+    assert wire.out == b""
+    dp.loop.advance(1.0)
+    assert outcome(dp, wire) == (200, "us-west-2", "ok from us-west-2", (1, 1, 0), "connect-timeout")
 
 
 # -- the retry budget ------------------------------------------------------------------------------
@@ -161,65 +153,48 @@ def test_connect_timeout_goes_to_the_next_region_even_for_a_post():
 NO_BUDGET = {"retry_budget_ratio": 0.0, "retry_budget_min": 0}
 
 
-def test_budget_exhausted_503_is_relayed_not_retried():
+def test_budget_exhausted_503_is_relayed_not_retried(run_row):
     dp, wire = run_row("GET", b"", (BUSY, OK, OK), **NO_BUDGET)
-    try:
-        assert outcome(dp, wire) == (503, "us-east-1", '{"busy":"us-east-1"}', (1, 0, 0), "")
-    finally:
-        dp.close()
+    assert outcome(dp, wire) == (503, "us-east-1", '{"busy":"us-east-1"}', (1, 0, 0), "")
 
 
-def test_budget_exhausted_reset_waits_for_a_slot_then_gives_up():
+def test_budget_exhausted_reset_waits_for_a_slot_then_gives_up(run_row):
     dp, wire = run_row("GET", b"", (RESET, OK, OK), **NO_BUDGET)
-    try:
-        assert wire.out == b""  # queued for a retry slot, bounded by connect_timeout
-        dp.loop.advance(CONNECT_TIMEOUT + 0.5)
-        assert outcome(dp, wire) == (502, "us-east-1", "error:upstream_failed", (1, 0, 0), "")
-        assert dp.metric("edge_router_retry_budget_exhausted_total")
-    finally:
-        dp.close()
+    assert wire.out == b""  # queued for a retry slot, bounded by connect_timeout
+    dp.loop.advance(CONNECT_TIMEOUT + 0.5)
+    assert outcome(dp, wire) == (502, "us-east-1", "error:upstream_failed", (1, 0, 0), "")
+    assert dp.metric("edge_router_retry_budget_exhausted_total")
 
 
-def test_budget_not_needed_for_a_request_never_sent():
+def test_budget_not_needed_for_a_request_never_sent(run_row):
     dp, wire = run_row("GET", b"", (REFUSE, OK, OK), **NO_BUDGET)
-    try:
-        assert outcome(dp, wire) == (200, "us-west-2", "ok from us-west-2", (1, 1, 0), "refused")
-    finally:
-        dp.close()
+    assert outcome(dp, wire) == (200, "us-west-2", "ok from us-west-2", (1, 1, 0), "refused")
 
 
-def test_max_attempts_bounds_the_sent_attempts():
+def test_max_attempts_bounds_the_sent_attempts(run_row):
     dp, wire = run_row("GET", b"", (RESET, RESET, OK), max_attempts=2)
-    try:
-        assert outcome(dp, wire)[:4] == (502, "us-west-2", "error:upstream_failed", (1, 1, 0))
-    finally:
-        dp.close()
+    assert outcome(dp, wire)[:4] == (502, "us-west-2", "error:upstream_failed", (1, 1, 0))
 
 
-def test_a_clean_answer_leaves_the_connection_for_the_next_request():
+def test_a_clean_answer_leaves_the_connection_for_the_next_request(run_row):
     dp, first = run_row("GET", b"", (OK, OK, OK))
-    try:
-        second = dp.request("POST", SMALL)
-        assert parse_response(bytes(first.out))[0] == parse_response(bytes(second.out))[0] == 200
-        home = dp.regions["us-east-1"]
-        assert home.requests == ["GET", "POST"] and len(home.wires) == 1  # one connection, kept alive
-    finally:
-        dp.close()
+    second = dp.request("POST", SMALL)
+    assert parse_response(bytes(first.out))[0] == parse_response(bytes(second.out))[0] == 200
+    home = dp.regions["us-east-1"]
+    assert home.requests == ["GET", "POST"] and len(home.wires) == 1  # one connection, kept alive
 
 
-def test_a_full_pool_waits_pool_wait_then_takes_the_next_region():
+def test_a_full_pool_waits_pool_wait_then_takes_the_next_region(run_row):
     """Busy is not broken: after limits.pool_wait the request goes on (not sent,
     so even a POST)."""
     dp, first = run_row("GET", b"", (SILENT, OK, OK), pool_size=1, pool_wait="1s")
-    try:
-        second = dp.request("POST", SMALL)  # the only us-east-1 connection is busy with the first
-        dp.loop.advance(0.5)
-        assert second.out == b""
-        dp.loop.advance(1.0)
-        status, headers, body = parse_response(bytes(second.out))
-        assert (status, headers["x-edge-region"], body) == (200, "us-west-2", b"ok from us-west-2")
-        assert dp.regions["us-east-1"].requests == ["GET"] and first.out == b""
-        assert dp.metric("edge_router_failovers_total") == [
-            ({"from_region": "us-east-1", "to_region": "us-west-2", "reason": "pool"}, 1.0)]
-    finally:
-        dp.close()
+    second = dp.request("POST", SMALL)  # the only us-east-1 connection is busy with the first
+    dp.loop.advance(0.5)
+    assert second.out == b""
+    dp.loop.advance(1.0)
+    status, headers, body = parse_response(bytes(second.out))
+    assert (status, headers["x-edge-region"], body) == (200, "us-west-2", b"ok from us-west-2")
+    assert dp.regions["us-east-1"].requests == ["GET"] and first.out == b""
+    assert dp.metric("edge_router_failovers_total") == [
+        ({"from_region": "us-east-1", "to_region": "us-west-2", "reason": "pool"}, 1.0)]
+
