@@ -101,9 +101,10 @@ class build_mypyc(build_ext):
     def run(self) -> None:
         # mypyc runs here, not in finalize_options: egg_info finalizes build_ext
         # for every build, editable ones included, before setuptools marks an
-        # editable build as such (editable_mode, then inplace, are only set later).
-        if getattr(self, "editable_mode", False) or self.inplace:
-            print("edge-router: editable or in-place build: pure Python (compiled modules would shadow "
+        # editable build as such (editable_mode is only set later). An explicit
+        # `setup.py build_ext --inplace` still compiles into the tree.
+        if getattr(self, "editable_mode", False):
+            print("edge-router: editable install: pure Python (compiled modules would shadow "
                   "the sources; see README, 'Compiled or pure build')", file=sys.stderr)
             return
         if _flag("EDGE_ROUTER_NO_EXTENSIONS"):
@@ -160,7 +161,7 @@ class build_mypyc(build_ext):
 
     def _write_manifest(self) -> None:
         digests = {Path(p).stem: source_digest(ROOT / p) for p in COMPILED}
-        for target in self._targets()[:1]:
+        for target in self._targets()[:1] + ([ROOT / MANIFEST] if self.inplace else []):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps({"modules": digests}, indent=1, sort_keys=True) + "\n")
 

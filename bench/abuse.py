@@ -27,7 +27,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from bench.failover import TUNED, Router, Simulator, router_config, toml_value
+from bench import harness
+from bench.failover import LATENCIES, TUNED, router_config
 
 LIMITS = {
     "header_timeout": "3s", "body_timeout": "3s", "send_timeout": "3s", "idle_timeout": "120s",
@@ -234,7 +235,7 @@ KINDS = {
 }
 
 
-async def run_phase(kind, router: Router, region_port: int, count: int, seconds: float, settle: float) -> dict:
+async def run_phase(kind, router: harness.RouterProcess, region_port: int, count: int, seconds: float, settle: float) -> dict:
     port, pid = router.port, router.proc.pid
     before = Sample()
     before.take(pid)
@@ -281,20 +282,14 @@ async def run_phase(kind, router: Router, region_port: int, count: int, seconds:
 
 
 def config_text(ports: dict[str, int]) -> str:
-    text = router_config(ports, TUNED)
-    return text + "[limits]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in LIMITS.items())
+    return router_config(ports, TUNED, limits=LIMITS)
 
 
 async def main_async(args) -> int:
-    sim = Simulator()
+    sim = harness.start_sim(LATENCIES)
     router = None
     try:
-        router = Router(config_text(sim.ports))
-        deadline = time.monotonic() + 20
-        while not all(r["healthy"] for r in router.state()["regions"]):
-            if time.monotonic() > deadline:
-                raise RuntimeError("regions not healthy")
-            await asyncio.sleep(0.2)
+        router = harness.start_router(config_text(sim.ports))
         region_port = sim.ports["us-east-1"]
         rows = [("none (baseline)", "", await run_phase(None, router, region_port, 0, args.duration, 1.0))]
         for name, kind in KINDS.items():

@@ -24,30 +24,16 @@ Loopback only; every wait is bounded.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import os
-import re
-import selectors
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
+from bench import harness
 from bench.loadgen import ClosedLoopLoad
 
-REPO = Path(__file__).resolve().parents[1]
 HOME, FAILOVER_TO = "us-east-1", "us-west-2"
-LATENCIES = {"us-east-1": "20ms", "us-west-2": "60ms", "eu-west-1": "80ms", "ap-southeast-1": "180ms"}
-FAILOVER = {
-    "us-east-1": ["us-west-2", "eu-west-1", "ap-southeast-1"],
-    "us-west-2": ["us-east-1", "eu-west-1", "ap-southeast-1"],
-    "eu-west-1": ["us-east-1", "us-west-2", "ap-southeast-1"],
-    "ap-southeast-1": ["us-west-2", "us-east-1", "eu-west-1"],
-}
+LATENCIES = {"us-east-1": 0.020, "us-west-2": 0.060, "eu-west-1": 0.080, "ap-southeast-1": 0.180}
 PATH = "/api/v1/echo"
 
 
@@ -76,127 +62,11 @@ TUNED = Scenario(
 
 
 # --------------------------------------------------------------------------- processes
-def _http(port: int, method: str, path: str, body: dict | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        data = json.dumps(body).encode() if body is not None else None
-        conn.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
-        r = conn.getresponse()
-        return r.status, r.read()
-    finally:
-        conn.close()
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-class Simulator:
-    def __init__(self, latencies: dict[str, str] | None = None) -> None:
-        args = [sys.executable, "-m", "router.simulator", "--control", "0", "--host", "127.0.0.1"]
-        for rid, lat in (latencies or LATENCIES).items():
-            args += ["--region", f"{rid}:0:{lat}"]
-        self.proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        if not sel.select(20):
-            _stop(self.proc)
-            raise RuntimeError("region simulator did not start within 20 s")
-        info = json.loads(self.proc.stdout.readline())
-        self.control: int = info["control"]
-        self.ports: dict[str, int] = info["regions"]
-
-    def fault(self, rid: str, **faults) -> None:
-        status, body = _http(self.control, "POST", f"/regions/{rid}/fault", faults)
-        if status != 200:
-            raise RuntimeError(f"fault {rid}: {status} {body!r}")
-
-    def reset(self, rid: str) -> None:
-        status, body = _http(self.control, "POST", f"/regions/{rid}/reset", {})
-        if status != 200:
-            raise RuntimeError(f"reset {rid}: {status} {body!r}")
-
-    def stop(self) -> None:
-        _stop(self.proc)
-
-
-def toml_value(v) -> str:
-    """A TOML literal for a bool, number, string or list of them."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    raise TypeError(v)
-
-
-def router_config(ports: dict[str, int], sc: Scenario) -> str:
-    lines = [
-        f"default_region = {toml_value(HOME)}", 'strategy = "geographic"',
-        "[listen]", 'address = "127.0.0.1:0"',
-        "[admin]", 'address = "127.0.0.1:0"',
-        # No GeoIP database: every client is a client of the default region.
-        "[geo]", 'database = ""', "[probe]",
-    ]
-    lines += [f"{k} = {toml_value(v)}" for k, v in sc.probe.items()]
-    lines.append("[breaker]")
-    lines += [f"{k} = {toml_value(v)}" for k, v in sc.breaker.items()]
-    for rid, port in ports.items():
-        lines += [
-            "[[regions]]", f"id = {toml_value(rid)}",
-            f"role = {toml_value('primary' if rid == HOME else 'standby')}",
-            f"api = {toml_value(f'http://127.0.0.1:{port}')}",
-            f"health = {toml_value(f'http://127.0.0.1:{port}/api/v1/health')}",
-            f"failover = {toml_value(FAILOVER[rid])}",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-class Router:
-    _LISTEN = re.compile(r"listening on .*?:(\d+) \(admin .*?:(\d+)\)")
-
-    def __init__(self, config_text: str, env: dict[str, str] | None = None) -> None:
-        self.tmp = tempfile.TemporaryDirectory(prefix="edge-router-failover-")
-        cfg = Path(self.tmp.name) / "config.toml"
-        cfg.write_text(config_text)
-        self.log_path = Path(self.tmp.name) / "router.log"
-        env = {**{k: v for k, v in os.environ.items() if k != "EDGE_ROUTER_ADMIN_TOKEN"}, **(env or {})}
-        with open(self.log_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "router", "serve", "--config", str(cfg)],
-                cwd=REPO, stdout=subprocess.DEVNULL, stderr=err, env=env,
-            )
-        deadline = time.monotonic() + 20
-        while True:
-            text = self.log_path.read_text(errors="replace")
-            m = self._LISTEN.search(text)
-            if m:
-                break
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"router did not start:\n{text}")
-            time.sleep(0.05)
-        self.port, self.admin = int(m.group(1)), int(m.group(2))
-
-    def state(self) -> dict:
-        status, body = _http(self.admin, "GET", "/admin/state", timeout=2)
-        return json.loads(body)
-
-    def healthy(self, rid: str):
-        return next(r for r in self.state()["regions"] if r["id"] == rid)["healthy"]
-
-    def stop(self) -> None:
-        _stop(self.proc)
-        self.tmp.cleanup()
+def router_config(ports: dict[str, int], sc: Scenario, **tables: dict) -> str:
+    """The scenario's probe and breaker, then these [tables]. No GeoIP database:
+    every client is a client of the default region."""
+    return harness.router_config(ports, default_region=HOME, primary=HOME,
+                                 tables={"probe": sc.probe, "breaker": sc.breaker, **tables})
 
 
 # --------------------------------------------------------------------------- load
@@ -214,16 +84,11 @@ class Result:
 
 
 def run(sc: Scenario, clients: int, outage: float, return_timeout: float, warmup: float = 2.0) -> Result:
-    sim = Simulator()
+    sim = harness.start_sim(LATENCIES)
     router = None
     load = None
     try:
-        router = Router(router_config(sim.ports, sc))
-        deadline = time.monotonic() + 20
-        while not all(r["healthy"] for r in router.state()["regions"]):
-            if time.monotonic() > deadline:
-                raise RuntimeError("regions not healthy within 20 s")
-            time.sleep(0.05)
+        router = harness.start_router(router_config(sim.ports, sc))
         load = ClosedLoopLoad(router.port, clients, path=PATH)
         load.start()
         time.sleep(warmup)

@@ -65,15 +65,25 @@ import json
 import logging
 import os
 import random
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gevent
 from locust import FastHttpUser, events, task
 from locust.runners import MasterRunner, WorkerRunner
+
+try:  # the seed's country map and the demo addresses: geodata/, the one source
+    from geodata.countries import seed_region
+    from geodata.demo import demo_clients
+except ImportError:  # a checkout without the package installed: Locust puts only bench/ on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from geodata.countries import seed_region
+    from geodata.demo import demo_clients
 
 log = logging.getLogger("edge_router.locust")
 
@@ -92,41 +102,11 @@ TEST_DB_CLIENTS: tuple[tuple[str, str], ...] = (
     ("2001:218::1", "JP"),
     ("2a02:d180::1", "DE"),
 )
-# Addresses of the demo DB (geodata/demo.py, `edge-router demo`): one per network.
-_DEMO_FALLBACK: tuple[tuple[str, str], ...] = (
-    ("198.51.100.10", "US"), ("198.51.100.74", "GB"), ("198.51.100.138", "SG"),
-    ("198.51.100.202", "DE"), ("203.0.113.10", "JP"), ("203.0.113.138", "BR"),
-    ("192.0.2.10", "CA"), ("192.0.2.138", "ZA"), ("2001:db8:1::a", "FR"),
-    ("2001:db8:2::a", "AU"), ("2001:db8:3::a", "US"),
-)
-# The seed's country map, for --clients test|demo without an admin URL.
-_SEED_FALLBACK = {
-    "us-east-1": {"US", "CA", "MX", "BR", "AR", "CL", "CO", "PE", "VE"},
-    "eu-west-1": {"GB", "IE", "FR", "DE", "IT", "ES", "NL", "BE", "CH", "AT", "SE", "NO", "DK",
-                  "FI", "PL", "CZ", "HU", "RO", "BG", "HR", "SI", "SK", "LT", "LV", "EE", "LU",
-                  "MT", "CY"},
-    "ap-southeast-1": {"AU", "NZ", "SG", "MY", "TH", "ID", "PH", "VN", "IN", "JP", "KR", "CN",
-                       "HK", "TW", "MO"},
-}
 
 
 def demo_db_clients() -> tuple[tuple[str, str], ...]:
-    try:  # the project's own list when it is installed; a copy otherwise
-        from geodata.demo import demo_clients
-        return tuple((c.ip, c.country) for c in demo_clients())
-    except Exception:
-        return _DEMO_FALLBACK
-
-
-def seed_region(country: str | None) -> str:
-    try:
-        from geodata.countries import seed_region as project_seed_region
-        return project_seed_region(country)
-    except Exception:
-        for region, codes in _SEED_FALLBACK.items():
-            if country and country.upper() in codes:
-                return region
-        return "us-east-1"
+    """Addresses of the demo DB (geodata/demo.py, `edge-router demo`): one per network."""
+    return tuple((c.ip, c.country) for c in demo_clients())
 
 
 # -- command line ------------------------------------------------------------------

@@ -13,11 +13,7 @@ import subprocess
 import tempfile
 import time
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench.harness import free_port
 
 
 class RedisServer:

@@ -24,7 +24,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from bench.failover import Router, Scenario, Simulator, _http, router_config
+from bench import harness
+from bench.failover import LATENCIES, Scenario, router_config
 from bench.loadgen import ClosedLoopLoad
 from bench.redisproc import RedisServer
 
@@ -49,9 +50,8 @@ def admin(port: int, method: str, path: str, body: dict | None = None) -> tuple[
         conn.close()
 
 
-def decisions(router: Router) -> dict:
-    status, body = _http(router.admin, "GET", "/admin/state", timeout=5)
-    return json.loads(body)["decisions"]
+def decisions(router: harness.RouterProcess) -> dict:
+    return router.state()["decisions"]
 
 
 def mutations(n: int) -> list[tuple[str, str, dict | None]]:
@@ -69,7 +69,7 @@ def mutations(n: int) -> list[tuple[str, str, dict | None]]:
     return [cycle[i % len(cycle)] for i in range(n)]
 
 
-def wait_all(routers: list[Router], cond, t0: float, poll: float, timeout: float) -> list[float | None]:
+def wait_all(routers: list[harness.RouterProcess], cond, t0: float, poll: float, timeout: float) -> list[float | None]:
     """Per replica: seconds from t0 until cond(decisions) held (None: never, within timeout)."""
     out: list[float | None] = [None] * len(routers)
 
@@ -106,14 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     redis = RedisServer().start()
-    sim = Simulator()
-    routers: list[Router] = []
+    sim = harness.start_sim(LATENCIES)
+    routers: list[harness.RouterProcess] = []
     try:
-        cfg = router_config(sim.ports, CALM) + f'[state]\nbackend = "redis"\nurl = "{redis.url}"\n'
+        cfg = router_config(sim.ports, CALM, state={"backend": "redis", "url": redis.url})
         t_start = time.monotonic()
 
         def launch(_: int) -> None:
-            routers.append(Router(cfg, {"EDGE_ROUTER_ADMIN_TOKEN": TOKEN}))  # list.append: thread-safe
+            routers.append(harness.start_router(cfg, token=TOKEN, wait_healthy=False))  # list.append: thread-safe
 
         with ThreadPoolExecutor(args.parallel_start) as pool:
             list(pool.map(launch, range(args.replicas)))

@@ -187,20 +187,17 @@ def _rss_mib(pid: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.failover import Router
+    from bench.harness import router_config, start_router
 
     p = argparse.ArgumentParser(description="misbehaving regions vs. the clients behind the router")
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated paths")
     args = p.parse_args(argv)
     rogue = RogueRegion(late=0.05)
-    api = f"http://127.0.0.1:{rogue.port}"
-    router = Router(
-        'default_region = "r1"\n[listen]\naddress = "127.0.0.1:0"\n[admin]\naddress = "127.0.0.1:0"\n'
-        '[geo]\ndatabase = ""\n[limits]\npool_size = 1\nread_timeout = "500ms"\n'
-        '[breaker]\nconsecutive_failures = 1000\nmin_requests = 100000\n'
-        f'[[regions]]\nid = "r1"\napi = "{api}"\nhealth = "{api}/api/v1/health"\n'
-    )
+    router = start_router(router_config(
+        {"r1": rogue.port}, default_region="r1", primary=None,
+        tables={"limits": {"pool_size": 1, "read_timeout": "500ms"},
+                "breaker": {"consecutive_failures": 1000, "min_requests": 100000}}), wait_healthy=False)
     try:
         rss0 = _rss_mib(router.proc.pid)
         print(f"| misbehaviour (client A) | rounds | A: status | B: own answer | B: router 5xx "

@@ -18,7 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.failover import TUNED, Router, Simulator, router_config
+from bench import harness
+from bench.failover import LATENCIES, TUNED, router_config
 
 LUA = """
 local paths = {"/api/v1/echo", "/api/v1/echo?x=1", "/api/v1/status/204",
@@ -51,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     if not wrk:
         print("bench.soak needs wrk (apt-get install wrk)", file=sys.stderr)
         return 2
-    sim = Simulator()
+    sim = harness.start_sim(LATENCIES)
     router = None
     try:
-        router = Router(router_config(sim.ports, TUNED))
+        router = harness.start_router(router_config(sim.ports, TUNED), wait_healthy=False)
         with tempfile.TemporaryDirectory() as tmp:
             lua = Path(tmp) / "mix.lua"
             lua.write_text(LUA)

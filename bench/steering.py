@@ -17,36 +17,28 @@ Every wait is bounded; the table reports what it saw.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from typing import Callable
 
-from bench.failover import Router, Simulator, _http, toml_value
+from bench import harness
 from bench.loadgen import PacedLoad
 
-LATENCIES = {"us-east-1": "10ms", "us-west-2": "40ms", "eu-west-1": "44ms", "ap-southeast-1": "60ms"}
+LATENCIES = {"us-east-1": 0.010, "us-west-2": 0.040, "eu-west-1": 0.044, "ap-southeast-1": 0.060}
 FAILOVER = {"us-east-1": ["us-west-2"], "us-west-2": ["us-east-1"], "eu-west-1": ["us-east-1"],
             "ap-southeast-1": ["us-west-2"]}
 GB = {"X-Forwarded-For": "81.2.69.142"}  # eu-west-1 in the MaxMind test database
 
 
-def config(ports: dict[str, int], strategy: str, extra: str = "", probe: str = "") -> str:
-    from pathlib import Path
+def config(ports: dict[str, int], strategy: str, probe: dict | None = None, degrade: dict | None = None) -> str:
+    return harness.router_config(
+        ports, strategy=strategy, slow_start="0s", primary=None, geo_db=str(harness.GEO_TEST_DB),
+        trusted_proxies=["127.0.0.1/32"], countries={"eu-west-1": ["GB"]}, failover=FAILOVER,
+        tables={"probe": probe or {"interval": "1s", "timeout": "1s", "latency_interval": "1s"}, "degrade": degrade})
 
-    geo = Path(__file__).resolve().parents[1] / "tests" / "data" / "geo" / "GeoLite2-Country-Test.mmdb"
-    lines = [
-        'default_region = "us-east-1"', f"strategy = {toml_value(strategy)}", 'slow_start = "0s"',
-        "[listen]", 'address = "127.0.0.1:0"', "[admin]", 'address = "127.0.0.1:0"',
-        "[geo]", f"database = {toml_value(str(geo))}", 'trusted_proxies = ["127.0.0.1/32"]',
-        "[geo.countries]", '"eu-west-1" = ["GB"]',
-        "[probe]", probe or 'interval = "1s"\ntimeout = "1s"\nlatency_interval = "1s"', extra,
-    ]
-    for rid, port in ports.items():
-        lines += ["[[regions]]", f"id = {toml_value(rid)}", f"api = {toml_value(f'http://127.0.0.1:{port}')}",
-                  f"health = {toml_value(f'http://127.0.0.1:{port}/api/v1/health')}",
-                  f"failover = {toml_value(FAILOVER[rid])}"]
-    return "\n".join(lines) + "\n"
+
+def start(config_text: str) -> harness.RouterProcess:
+    return harness.start_router(config_text, wait_healthy=False)
 
 
 def wait_for(cond: Callable[[], object], timeout: float, every: float = 0.01) -> float | None:
@@ -59,14 +51,14 @@ def wait_for(cond: Callable[[], object], timeout: float, every: float = 0.01) ->
     return None
 
 
-def region(router: Router, rid: str) -> dict:
+def region(router: harness.RouterProcess, rid: str) -> dict:
     return next(r for r in router.state()["regions"] if r["id"] == rid)
 
 
-def recovery(sim: Simulator, trials: int) -> list[float | None]:
+def recovery(sim: harness.SimProcess, trials: int) -> list[float | None]:
     out = []
     for _ in range(trials):  # a fresh router each time: repeated outages are flapping
-        r = Router(config(sim.ports, "geographic", probe='interval = "200ms"\ntimeout = "150ms"'))
+        r = start(config(sim.ports, "geographic", probe={"interval": "200ms", "timeout": "150ms"}))
         try:
             wait_for(lambda: region(r, "ap-southeast-1")["healthy"] is True, 10)
             sim.fault("ap-southeast-1", down=True)
@@ -80,16 +72,15 @@ def recovery(sim: Simulator, trials: int) -> list[float | None]:
     return out
 
 
-def leader(router: Router) -> str | None:
-    status, body = _http(router.admin, "GET", "/admin/route?country=US", timeout=2)
-    return json.loads(body).get("leader")
+def leader(router: harness.RouterProcess) -> str | None:
+    return harness.request(router.admin, "GET", "/admin/route?country=US", timeout=2).json().get("leader")
 
 
-def takeover(sim: Simulator, trials: int, rps: float) -> tuple[list[float | None], list[float | None]]:
+def takeover(sim: harness.SimProcess, trials: int, rps: float) -> tuple[list[float | None], list[float | None]]:
     """(slowdown -> the router's leader changed, slowdown -> first answer elsewhere)."""
     switched, out = [], []
     for _ in range(trials):
-        r = Router(config(sim.ports, "least-latency"))
+        r = start(config(sim.ports, "least-latency"))
         try:
             wait_for(lambda: all(x["latency_ms"] is not None for x in r.state()["regions"]), 10)
             with PacedLoad(r.port, 1.0 / rps) as load:
@@ -108,11 +99,11 @@ def takeover(sim: Simulator, trials: int, rps: float) -> tuple[list[float | None
     return switched, out
 
 
-def near_equal(sim: Simulator, rps: float, observe: float) -> tuple[int, int]:
-    r = Router(config(sim.ports, "least-latency"))
+def near_equal(sim: harness.SimProcess, rps: float, observe: float) -> tuple[int, int]:
+    r = start(config(sim.ports, "least-latency"))
     try:
         for rid in ("us-east-1", "ap-southeast-1"):
-            _http(r.admin, "POST", f"/admin/regions/{rid}/disable")
+            r.admin_req("POST", f"/admin/regions/{rid}/disable")
         wait_for(lambda: all(x["latency_ms"] is not None for x in r.state()["regions"]), 10)
         time.sleep(2.0)
         with PacedLoad(r.port, 1.0 / rps) as load:
@@ -124,9 +115,8 @@ def near_equal(sim: Simulator, rps: float, observe: float) -> tuple[int, int]:
         r.stop()
 
 
-def degrade(sim: Simulator, rps: float) -> tuple[float | None, float | None]:
-    extra = '[degrade]\nwindow = "5s"\nmin_requests = 10'
-    r = Router(config(sim.ports, "geographic", extra=extra))
+def degrade(sim: harness.SimProcess, rps: float) -> tuple[float | None, float | None]:
+    r = start(config(sim.ports, "geographic", degrade={"window": "5s", "min_requests": 10}))
     try:
         with PacedLoad(r.port, 0.25 / rps, headers=GB) as load:
             time.sleep(1.0)
@@ -157,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rps", type=float, default=5.0)
     ap.add_argument("--observe", type=float, default=30.0)
     args = ap.parse_args(argv)
-    sim = Simulator(LATENCIES)
+    sim = harness.start_sim(LATENCIES)
     try:
         rec = recovery(sim, args.trials)
         switched, tko = takeover(sim, args.trials, args.rps)

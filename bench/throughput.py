@@ -46,23 +46,21 @@ import http.client
 import json
 import os
 import re
-import selectors
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-REPO = Path(__file__).resolve().parents[1]
-REGIONS = ("us-east-1", "us-west-2", "eu-west-1", "ap-southeast-1")
+from bench.harness import (REGIONS, REPO, RouterProcess, free_port, port_open, request, router_config, start_router as
+                           start_router_process, start_sim, stop_process, wait_until)
+
 PATH = "/api/v1/echo"
 UPSTREAM_BODY = '{"ok":true,"region":"%s","items":[1,2,3],"message":"hello from the region"}'
 GEOIP2_MODULE_DIRS = ("/usr/lib/nginx/modules", "/usr/share/nginx/modules", "/etc/nginx/modules",
@@ -70,43 +68,6 @@ GEOIP2_MODULE_DIRS = ("/usr/lib/nginx/modules", "/usr/share/nginx/modules", "/et
 
 
 # -- small helpers ---------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(cond: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = cond()
-            if value:
-                return value
-        except Exception as exc:  # still starting
-            last = exc
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out after {timeout}s waiting for {what}" + (f" ({last})" if last else ""))
-
-
-def http_get(port: int, path: str, headers: dict[str, str] | None = None,
-             timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        r = conn.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        conn.close()
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
 
 def proc_tree(pid: int) -> list[int]:
     """pid and all its descendants (Linux /proc)."""
@@ -188,28 +149,24 @@ class Processes:
     """Every process this script starts; all stopped by stop_all()."""
 
     def __init__(self) -> None:
-        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.stops: list[Callable[[], object]] = []
 
     def start(self, name: str, args: list[str], **kw) -> subprocess.Popen:
         kw.setdefault("stdin", subprocess.DEVNULL)
         proc = subprocess.Popen(args, **kw)
-        self.procs.append((name, proc))
+        self.stops.append(lambda: stop_process(proc))
         return proc
 
-    def stop(self, proc: subprocess.Popen, timeout: float = 10.0) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+    def track(self, started):
+        """A process started by bench/harness.py: stopped with the others."""
+        self.stops.append(started.stop)
+        return started
 
     def stop_all(self) -> None:
-        for _name, proc in reversed(self.procs):
+        for stop in reversed(self.stops):
             with contextlib.suppress(Exception):
-                self.stop(proc)
-        self.procs.clear()
+                stop()
+        self.stops.clear()
 
 
 # -- geo data ----------------------------------------------------------------------------
@@ -283,7 +240,7 @@ def start_nginx(procs: Processes, nginx: str, name: str, conf_text: str, workdir
             raise RuntimeError(f"{name} exited {proc.returncode}: {(workdir / 'error.log').read_text()[-2000:]}")
         return all(port_open(p) for p in ports)
 
-    wait_until(up, 15, f"{name} to listen")
+    wait_until(up, 15, what=f"{name} to listen")
     return proc
 
 
@@ -311,39 +268,21 @@ def start_upstream(procs: Processes, tmp: Path, pin: Pinning, force_sim: bool = 
                 + NGINX_HTTP_COMMON.format(dir=tmp / "upstream") + servers + "\n}\n")
         proc = start_nginx(procs, nginx, "upstream nginx", text, tmp / "upstream", list(ports.values()), pin.load)
         return Upstream("nginx", ports, proc)
-    args = [*pin.load, sys.executable, "-m", "router.simulator", "--control", "0"]
-    for rid in REGIONS:
-        args += ["--region", f"{rid}:0:0ms"]
-    proc = procs.start("simulator", args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    line = proc.stdout.readline() if sel.select(20) else ""
-    sel.close()
-    if not line:
-        raise RuntimeError(f"the region simulator did not start (exit code {proc.poll()})")
-    return Upstream("simulator", json.loads(line)["regions"], proc)
+    sim = procs.track(start_sim({rid: 0.0 for rid in REGIONS}, prefix=pin.load))
+    return Upstream("simulator", sim.ports, sim.proc)
 
 
 # -- edge-router ---------------------------------------------------------------------------
 
-def router_config(ports: dict[str, int], listen: int, admin: int, geo_db: str,
-                  countries: dict[str, tuple[str, ...]]) -> str:
-    q = json.dumps
-    lines = [
-        'default_region = "us-east-1"', 'strategy = "geographic"',
-        "[listen]", f'address = "127.0.0.1:{listen}"',
-        "[admin]", f'address = "127.0.0.1:{admin}"', 'token_env = "EDGE_ROUTER_ADMIN_TOKEN"',
-        "[geo]", f"database = {q(geo_db)}", 'trusted_proxies = ["127.0.0.1/32", "::1/128"]',
-        "[geo.countries]",
-        *[f"{q(rid)} = {q(list(codes))}" for rid, codes in countries.items()],
-        "[probe]", 'interval = "2s"', 'timeout = "1s"', 'latency_interval = "5s"',
-        "[log]", 'level = "warning"', "access_log = false",
-    ]
-    for rid, port in ports.items():
-        lines += ["[[regions]]", f"id = {q(rid)}", f"role = {q('primary' if rid == 'us-east-1' else 'standby')}",
-                  f'api = "http://127.0.0.1:{port}"', f'health = "http://127.0.0.1:{port}/api/v1/health"',
-                  f"failover = {q([r for r in REGIONS if r != rid])}"]
-    return "\n".join(lines) + "\n"
+def bench_config(ports: dict[str, int], listen: int, admin: int, geo_db: str,
+                 countries: dict[str, tuple[str, ...]]) -> str:
+    """Fixed ports: the log level is warning, so there is no "listening on" line to read them from."""
+    return router_config(
+        ports, listen=f"127.0.0.1:{listen}", admin=f"127.0.0.1:{admin}", geo_db=geo_db,
+        trusted_proxies=["127.0.0.1/32", "::1/128"], countries=countries,
+        failover={rid: [r for r in REGIONS if r != rid] for rid in ports},
+        tables={"probe": {"interval": "2s", "timeout": "1s", "latency_interval": "5s"},
+                "log": {"level": "warning", "access_log": False}})
 
 
 @dataclass
@@ -367,27 +306,15 @@ def start_router(procs: Processes, tmp: Path, upstream: Upstream, geo_db: str,
     installed for that interpreter, run from outside the tree."""
     listen, admin = free_port(), free_port()
     name = "edge-router" if workers == 1 else f"edge-router --workers {workers}"
-    cfg = tmp / f"router-{workers}.toml"
-    cfg.write_text(router_config(upstream.ports, listen, admin, geo_db, countries))
-    log_path = tmp / f"router-{workers}.log"
-    log = open(log_path, "wb")
-    env = dict(os.environ, EDGE_ROUTER_ADMIN_TOKEN="bench-" + os.urandom(8).hex())
-    cwd = REPO if python is None else tmp
-    prefix = pin.proxy if workers == 1 else []  # workers: every CPU (shared with the load)
-    proc = procs.start(name, [*prefix, python or sys.executable, "-m", "router", "serve", "--config", str(cfg),
-                              "--workers", str(workers)],
-                       cwd=cwd, stdout=subprocess.DEVNULL, stderr=log, env=env)
-    log.close()
-
-    def ready():
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited {proc.returncode}: {log_path.read_text()[-2000:]}")
-        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/admin/state", timeout=1) as r:
-            state = json.loads(r.read())
-        return all(reg.get("healthy") for reg in state["regions"])
-
-    wait_until(ready, 30, f"{name} to be ready with every region healthy")
-    return Target(name, listen, proc, "x-edge-region")
+    try:
+        rp: RouterProcess = procs.track(start_router_process(
+            bench_config(upstream.ports, listen, admin, geo_db, countries), ports=(listen, admin),
+            token="bench-" + os.urandom(8).hex(), extra_args=["--workers", str(workers)],
+            prefix=pin.proxy if workers == 1 else [],  # workers: every CPU (shared with the load)
+            python=python, cwd=REPO if python is None else tmp, timeout=30, healthy_timeout=30))
+    except RuntimeError as exc:
+        raise RuntimeError(f"{name}: {exc}") from None
+    return Target(name, listen, rp.proc, "x-edge-region")
 
 
 def start_floor(procs: Processes, upstream: Upstream, pin: Pinning) -> Target:
@@ -396,7 +323,7 @@ def start_floor(procs: Processes, upstream: Upstream, pin: Pinning) -> Target:
     proc = procs.start("floor", [*pin.proxy, sys.executable, "-m", "bench.floor", str(port),
                                  str(upstream.ports["us-east-1"])],
                        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_until(lambda: port_open(port), 15, "the floor forwarder to listen")
+    wait_until(lambda: port_open(port), 15, what="the floor forwarder to listen")
     return Target("python floor (bench/floor.py)", port, proc, None)
 
 
@@ -461,7 +388,8 @@ def check_routing(target: Target, clients: list[tuple[str, str]]) -> str:
     """Every demo client must land in its region: the two proxies do the same job."""
     wrong = []
     for ip, region in clients:
-        status, headers, _ = http_get(target.port, PATH, {"X-Forwarded-For": ip})
+        r = request(target.port, "GET", PATH, headers={"X-Forwarded-For": ip}, timeout=5)
+        status, headers = r.status, r.headers
         got = headers.get(target.region_header or "", region)
         if status != 200 or got != region:
             wrong.append(f"{ip}: HTTP {status}, region {got} (expected {region})")

@@ -2,7 +2,7 @@
 
     python -m bench.tunnel [--mib 50] [--tunnels 200] [--events 5 --interval 500ms]
 
-Starts the simulator and `edge-router serve` (bench/failover.py's helpers), then:
+Starts the simulator and `edge-router serve` (bench/harness.py), then:
 one tunnel echoing --mib MiB of 1 MiB binary frames (time, router RSS before /
 peak / after); --tunnels idle tunnels open at once (router RSS and fds with them
 open and after they close); an SSE stream (arrival time of each event at the
@@ -17,7 +17,8 @@ import time
 
 import aiohttp
 
-from .failover import SEED, Router, Simulator, router_config
+from . import harness
+from .failover import LATENCIES, SEED, router_config
 
 WS = "/api/v1/ws"
 
@@ -82,15 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=5, help="server-sent events to time (default 5)")
     ap.add_argument("--interval", default="500ms", help="time between events (default 500ms)")
     args = ap.parse_args(argv)
-    sim = Simulator()
+    sim = harness.start_sim(LATENCIES)
     router = None
     try:
-        router = Router(router_config(sim.ports, SEED))
-        deadline = time.monotonic() + 20
-        while not all(r["healthy"] for r in router.state()["regions"]):
-            if time.monotonic() > deadline:
-                raise RuntimeError("regions not healthy")
-            time.sleep(0.1)
+        router = harness.start_router(router_config(sim.ports, SEED))
         pid = router.proc.pid
 
         async def run():

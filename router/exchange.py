@@ -324,6 +324,13 @@ class Exchange:
     def upstream_resume_writing(self) -> None:
         self.client.resume_reading()
 
+    def upstream_reclaimed(self) -> None:
+        """The pool took our region connection back for a waiting request: our
+        client stopped reading. Cut as limits.send_timeout would, sooner."""
+        self.conn = None  # closed by the pool; abandon() has nothing left to close
+        self.proxy.metrics.stalled_clients_cut.labels(self.region).inc()
+        self.client.cut()
+
     # -- outcomes ------------------------------------------------------------------------
     def drop_region(self, error: tuple[int, str, str]) -> None:
         """A sent attempt failed before any answer went to the client."""

@@ -560,6 +560,11 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(refusal(rej.status, rej.error, rej.detail))
         self.close()
 
+    def cut(self) -> None:
+        """Abort at once, unsent bytes dropped (a client that does not read)."""
+        self.closed = True
+        self.transport.abort()
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
@@ -610,8 +615,7 @@ class ClientConnection(asyncio.Protocol):
         elif kind == "send":
             # The client does not read its answer: cut it; the region
             # connection is freed (connection_lost -> exchange.client_gone).
-            self.closed = True
-            self.transport.abort()
+            self.cut()
         elif kind == "header" and self.exchange is None:
             self._refuse(Rejected(408, "request_timeout", "request head not received in time"))
         else:

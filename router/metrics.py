@@ -217,6 +217,13 @@ class Metrics:
             "edge_router_connections_refused",
             "Client connections refused at once because limits.max_connections were open.", registry=r,
         )
+        self.stalled_clients_cut = Counter(
+            "edge_router_stalled_clients_cut",
+            "Clients cut because they stopped reading while their region connection was needed by a "
+            "request waiting for one (before limits.send_timeout), by region.", ["region"], registry=r,
+        )
+        for region in regions:
+            self.stalled_clients_cut.labels(region)
         # -- polish (issue 15): breaker transitions, probe results, the router's own answers
         self.breaker_transitions = Counter(
             "edge_router_breaker_transitions", "Circuit breaker state changes, by the state entered.",

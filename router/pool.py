@@ -65,7 +65,7 @@ class UpstreamPool:
     __slots__ = (
         "region", "endpoint", "_loop", "_resolver", "_ssl", "_size", "_wait",
         "_connect_timeout", "_read_timeout", "_idle_timeout", "_idle", "_waiters",
-        "_open", "_sweeper", "_closed", "connects", "_max_head", "opener",
+        "_open", "_sweeper", "_closed", "connects", "_max_head", "_stalled", "_reclaimer", "opener",
     )
 
     def __init__(
@@ -97,6 +97,9 @@ class UpstreamPool:
         self._idle: collections.deque[UpstreamConnection] = collections.deque()
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._open = 0  # connections open or being opened
+        # Busy connections whose client stopped reading, oldest first (-> when).
+        self._stalled: dict[UpstreamConnection, float] = {}
+        self._reclaimer: asyncio.TimerHandle | None = None
         self._closed = False
         self.connects = 0
         # Opens a connection instead of a socket to the endpoint (in-memory tests).
@@ -150,6 +153,7 @@ class UpstreamPool:
         """A released connection, or None for a freed slot; NotSent after `wait`."""
         waiter = self._loop.create_future()
         self._waiters.append(waiter)
+        self._arm_reclaim()
         try:
             got = await asyncio.wait_for(waiter, self._wait)
         except asyncio.TimeoutError:
@@ -236,8 +240,42 @@ class UpstreamPool:
         self.connects += 1
         return conn
 
+    # -- a client that stops reading costs its own connection, not others' turn ---------
+    # A connection held by a client that has not read for half of `wait` is
+    # taken back (closed, its client cut) when a request is waiting for one:
+    # without this, clients that never read hold every pooled connection until
+    # limits.send_timeout while the others queue (nginx frees the upstream by
+    # spooling the answer to disk; this frees it by ending the stalled answer).
+    def stalled(self, conn: UpstreamConnection) -> None:
+        self._stalled[conn] = self._loop.time()
+        if self._waiters:
+            self._arm_reclaim()
+
+    def unstalled(self, conn: UpstreamConnection) -> None:
+        self._stalled.pop(conn, None)
+
+    def _arm_reclaim(self) -> None:
+        if self._reclaimer is None and self._stalled and not self._closed:
+            oldest = next(iter(self._stalled.values()))
+            self._reclaimer = self._loop.call_at(oldest + self._wait / 2, self._reclaim)
+
+    def _reclaim(self) -> None:
+        self._reclaimer = None
+        now = self._loop.time()
+        waiting = sum(1 for w in self._waiters if not w.done())
+        while waiting and self._stalled:
+            conn, since = next(iter(self._stalled.items()))
+            if now - since < self._wait / 2:
+                break
+            del self._stalled[conn]
+            conn.reclaim()  # closed: forget() hands its slot to a waiter
+            waiting -= 1
+        if waiting:
+            self._arm_reclaim()
+
     def release(self, conn: UpstreamConnection) -> None:
         """A finished, reusable connection: to a waiter first, else idle."""
+        self._stalled.pop(conn, None)
         if self._closed:
             conn.pool = None
             conn.close()
@@ -256,6 +294,7 @@ class UpstreamPool:
         if conn.pool is not self:
             return
         conn.pool = None
+        self._stalled.pop(conn, None)
         try:
             self._idle.remove(conn)
         except ValueError:
@@ -281,6 +320,9 @@ class UpstreamPool:
     def close(self) -> None:
         self._closed = True
         self._sweeper.cancel()
+        if self._reclaimer is not None:
+            self._reclaimer.cancel()
+            self._reclaimer = None
         for conn in list(self._idle):
             conn.close()
         self._idle.clear()

@@ -97,16 +97,9 @@ class Router:
     async def start(self) -> None:
         cfg = self.config
         loop = asyncio.get_running_loop()
-        self._resolver = Resolver(loop)
         # The decisions in the store before anything else: /readyz waits for them.
         await self.decisions.start()
-        for rt in self.store.regions.values():
-            self._attach_pool(rt)
-        self.access_log = access = AccessLog() if cfg.log.access_log else None
-        self.proxy = proxy = Proxy(
-            config=cfg, store=self.store, geo=self.geo, metrics=self.metrics, clock=self.clock, access_log=access,
-            rate_limiter=self.rate_limiter if self.rate_limiter.rules else None,
-        )
+        proxy = self.build_proxy()
         self.store.listeners.append(self._tunnel_grace)
         server_ssl = None
         if cfg.listen.tls_cert:
@@ -160,6 +153,20 @@ class Router:
                 cfg.listen.address.host, self.listen_port, cfg.admin.address.host, self.admin_port,
                 self.store.strategy, len(self.store.regions), BUILD,
             )
+
+    def build_proxy(self) -> Proxy:
+        """The data plane without its sockets: a pool per region and the Proxy every
+        client connection shares. start() serves it; tests feed it bytes
+        (tests/router/test_exchange.py)."""
+        self._resolver = Resolver(asyncio.get_running_loop())
+        for rt in self.store.regions.values():
+            self._attach_pool(rt)
+        self.access_log = AccessLog() if self.config.log.access_log else None
+        self.proxy = Proxy(
+            config=self.config, store=self.store, geo=self.geo, metrics=self.metrics, clock=self.clock,
+            access_log=self.access_log, rate_limiter=self.rate_limiter if self.rate_limiter.rules else None,
+        )
+        return self.proxy
 
     def _tunnel_grace(self, snap) -> None:
         """A disabled region gets no new tunnels; its open ones live

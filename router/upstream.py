@@ -63,6 +63,7 @@ class ResponseSink(Protocol):
     def upstream_failed(self, exc: BaseException) -> None: ...
     def upstream_pause_writing(self) -> None: ...
     def upstream_resume_writing(self) -> None: ...
+    def upstream_reclaimed(self) -> None: ...
 
 
 class ResponseHead:
@@ -355,15 +356,29 @@ class UpstreamConnection(asyncio.Protocol):
         return early, self._complete, self._failed
 
     def pause_reading(self) -> None:
+        """The client stopped taking the answer: so do we (and the pool may
+        take this connection back for a waiting request, see UpstreamPool)."""
         if not self._reading_paused and not self.closed:
             self._reading_paused = True
             self.transport.pause_reading()
+            if self.pool is not None:
+                self.pool.stalled(self)
 
     def resume_reading(self) -> None:
         if self._reading_paused and not self.closed:
             self._reading_paused = False
             self._last_io = self.loop.time()
             self.transport.resume_reading()
+            if self.pool is not None:
+                self.pool.unstalled(self)
+
+    def reclaim(self) -> None:
+        """The pool takes this connection back from a client that stopped
+        reading: closed (never reused mid-answer); the sink cuts its client."""
+        sink = self._sink
+        self.close()
+        if sink is not None:
+            sink.upstream_reclaimed()
 
     @property
     def reusable(self) -> bool:

@@ -96,6 +96,13 @@ def test_only_router_tests_and_bench_import_router():
     assert not bad, f"nothing outside router/, tests/ and bench/ imports router: {sorted(bad)}"
 
 
+def test_the_product_never_imports_bench_or_tests():
+    bad = {(str(p.relative_to(ROOT)), name) for top in ("router", "policies", "geodata")
+           for p in python_files(ROOT / top)
+           for name in module_imports(p) if _top(name) in ("bench", "tests")}
+    assert not bad, f"bench/ and tests/ sit above the product: {sorted(bad)}"
+
+
 def router_graph() -> dict[str, set[str]]:
     """router module -> the router modules it imports at module level."""
     modules = {_module_name(p): p for p in python_files(ROOT / "router")}

@@ -7,13 +7,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-
-# The compiled suite runs from a copy of the tree without the packages (.ci/run,
-# compiled_run): these checks read the sources, and ran on the pure suite.
-pytestmark = pytest.mark.skipif(not (REPO / "router").is_dir(),
-                                reason="a tree copy without the packages (the compiled suite)")
-
-
 DOCS = ["README.md", "ARCHITECTURE.md", "bench/README.md", "deploy/README.md", "Dockerfile",
         *(str(p.relative_to(REPO)) for p in sorted((REPO / "deploy").rglob("*.y*ml")))]
 # A repo path: starts with one of the top directories (or a known outside one, to catch it).

@@ -7,8 +7,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
 
-from harness import start_router  # noqa: E402
-
 
 @pytest.fixture
 def clean_sim(sim):
@@ -19,18 +17,3 @@ def clean_sim(sim):
     yield sim
     for rid in sim.ports:
         sim.reset(rid)
-
-
-@pytest.fixture
-def router_factory():
-    """Start routers at will; each is stopped when the test ends."""
-    started = []
-
-    def start(*args, **kw):
-        rp = start_router(*args, **kw)
-        started.append(rp)
-        return rp
-
-    yield start
-    for rp in started:
-        rp.stop()

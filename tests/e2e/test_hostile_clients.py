@@ -196,3 +196,33 @@ def test_http_rules_at_the_edge(router):
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
     body = answer.split(b"\r\n\r\n", 1)[1].lower()
     assert b"api.example:8080" in body and b'"other"' not in body
+
+
+def test_clients_that_never_read_lose_their_region_connections_to_waiting_requests(sim):
+    """Every pooled connection held by a client that stopped reading: a normal
+    request waits about half of pool_wait, then gets one of them (its client
+    cut), from its own region, long before send_timeout."""
+    from harness import metric_value
+
+    limits = {**LIMITS, "send_timeout": "60s", "pool_size": 2, "pool_wait": "4s", "max_connections": 100}
+    r = start_router(make_config(sim.ports, limits=limits))
+    hogs = []
+    try:
+        for _ in range(2):
+            s = connect(r.port, rcvbuf=4096)
+            s.sendall(b"GET /api/v1/large?bytes=200000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            hogs.append(s)
+        wait_until(lambda: r.region_state("us-east-1")["in_flight"] == 2, 10, what="both downloads under way")
+        time.sleep(0.5)  # their buffers fill; they read nothing
+        started = time.monotonic()
+        answer = request(r.port, "GET", "/api/v1/echo", timeout=10)
+        took = time.monotonic() - started
+        assert answer.status == 200 and answer.region == "us-east-1", (answer.status, answer.region)
+        assert took < 4.0, took  # not after pool_wait, nor at send_timeout
+        assert (metric_value(r, "edge_router_stalled_clients_cut_total", region="us-east-1") or 0) >= 1
+        assert r.region_state("us-east-1")["breaker"] == "closed"
+        assert r.region_state("us-east-1")["error_rate"] == 0.0
+    finally:
+        for s in hogs:
+            s.close()
+        assert r.stop() == 0

@@ -136,7 +136,8 @@ def test_status_page_end_to_end(sim, rp, traffic, browser):
     card.locator('button[data-action="enable"]').click()
     assert not page.locator("#tokenbox").is_visible()
     wait_text(page, "eu-west-1", "admin", "enabled", 5)
-    assert '"disabled":false' in page.locator("#answer").inner_text()
+    # The page shows the admin API's answer once its fetch has returned (not when the server acted).
+    wait_until(lambda: '"disabled":false' in page.locator("#answer").inner_text(), 5, what="the enable answer")
 
     # The token never went into the URL or a cookie.
     assert TOKEN not in page.url and browser.cookies() == []
@@ -146,7 +147,8 @@ def test_status_page_end_to_end(sim, rp, traffic, browser):
     page.select_option("#strategy", "round-robin")
     page.click("#strategy-apply")
     wait_until(lambda: rp.state()["strategy"] == "round-robin", 5, what="strategy switched from the page")
-    assert '"previous":"geographic"' in page.locator("#answer").inner_text()
+    wait_until(lambda: '"previous":"geographic"' in page.locator("#answer").inner_text(), 5,
+               what="the strategy answer")
     page.select_option("#strategy", "geographic")
     page.click("#strategy-apply")
     wait_until(lambda: rp.state()["strategy"] == "geographic", 5, what="strategy back")

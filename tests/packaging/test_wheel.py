@@ -13,11 +13,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
-# The compiled suite runs from a copy of the tree without the packages (.ci/run,
-# compiled_run): these checks read the sources, and ran on the pure suite.
-pytestmark = pytest.mark.skipif(not (REPO / "router").is_dir(),
-                                reason="a tree copy without the packages (the compiled suite)")
-
 
 @pytest.mark.timeout(300)
 def test_wheel_holds_the_product_only(tmp_path):

@@ -37,19 +37,3 @@ def redis_tls(tmp_path):
     srv = RedisServer(tls=(files["server.crt"], files["server.key"], files["ca.pem"])).start()
     yield srv, files
     srv.close()
-
-
-@pytest.fixture
-def router_factory():
-    """Routers (tests/e2e/harness.py) started at will; each stopped when the test ends."""
-    from harness import start_router
-
-    started = []
-
-    def start(*args, **kw):
-        started.append(start_router(*args, **kw))
-        return started[-1]
-
-    yield start
-    for rp in started:
-        rp.stop()

@@ -369,3 +369,76 @@ def test_too_many_pipelined_inside_one_read_is_a_503_after_the_others(rig_factor
         rig.run()
     out = t.take()
     assert out.count(b"HTTP/1.1 200 OK") == 33 and b"HTTP/1.1 503 " in out and t.closed
+
+
+# -- 4b. a client that stops reading costs its own connection, not others' turn --------
+
+def _fresh_connection(rig):
+    """What the pool's next connect gets: the real protocol over an in-memory transport."""
+    from wire_rig import MemTransport
+
+    made = []
+
+    async def create_connection(factory, *args, **kwargs):
+        conn, t = factory(), MemTransport(("127.0.0.1", 9))
+        conn.connection_made(t)
+        made.append((conn, t))
+        return t, conn
+    rig.loop.create_connection = create_connection
+    return made
+
+
+def test_a_stalled_client_loses_its_region_connection_to_a_waiting_request(rig_factory):
+    rig = rig_factory(pool_size=1, pool_wait=2.0, send_timeout=60.0)
+    up, ut = rig.upstream("us-east-1")
+    hog, ht = rig.client(("203.0.113.7", 4000))
+    hog.data_received(GET)
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 4000000\r\n\r\n" + b"x" * 1000)
+    hog.pause_writing()  # it stopped reading
+    assert ut.paused
+    made = _fresh_connection(rig)
+    normal, nt = rig.client(("203.0.113.8", 4001))
+    normal.data_received(GET)  # the pool's one connection is busy: it waits
+    rig.run()
+    assert not ht.closed and not made
+    rig.advance(1.0)  # half of pool_wait without reading: the stalled client is cut
+    assert ht.aborted and ut.aborted
+    ((up2, ut2),) = made  # the waiting request got the freed slot
+    assert ut2.out.startswith(b"GET ")
+    up2.data_received(OK)
+    assert status_of(nt.take()) == 200
+    hog.connection_lost(None)
+    rt = rig.region("us-east-1")
+    assert rig.failures("us-east-1") == 0 and rt.in_flight == 0 and rt.pool.open_connections == 1
+    assert rig.metrics.stalled_clients_cut.labels("us-east-1")._value.get() == 1
+
+
+def test_a_stalled_client_is_left_alone_while_nobody_waits(rig_factory):
+    rig = rig_factory(pool_size=1, pool_wait=2.0, send_timeout=8.0)
+    up, ut = rig.upstream("us-east-1")
+    hog, ht = rig.client()
+    hog.data_received(GET)
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 4000000\r\n\r\n" + b"x" * 1000)
+    hog.pause_writing()
+    rig.advance(7.0)  # only send_timeout cuts it
+    assert not ht.closed
+    hog.resume_writing()  # it reads again: no longer a candidate
+    hog.pause_writing()
+    rig.advance(1.0)
+    assert not ht.closed
+
+
+def test_a_client_that_reads_again_is_not_cut_for_a_waiting_request(rig_factory):
+    rig = rig_factory(pool_size=1, pool_wait=2.0, send_timeout=60.0)
+    up, ut = rig.upstream("us-east-1")
+    reader, rt_ = rig.client(("203.0.113.7", 4000))
+    reader.data_received(GET)
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 4000000\r\n\r\n" + b"x" * 1000)
+    reader.pause_writing()
+    rig.advance(0.5)
+    reader.resume_writing()  # drained: it is reading
+    made = _fresh_connection(rig)
+    normal, nt = rig.client(("203.0.113.8", 4001))
+    normal.data_received(GET)
+    rig.advance(1.5)
+    assert not rt_.closed and not ut.closed and not made  # the waiter waits its turn (pool_wait)

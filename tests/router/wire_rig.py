@@ -131,3 +131,15 @@ class Rig:
             rt.pool.close()
         self.run()
         self.loop.close()
+
+
+def pool_with_one_connection(wait: float = 1.0):
+    """A one-slot pool (in a running loop) and the connection that holds its slot."""
+    loop = asyncio.get_running_loop()
+    pool = UpstreamPool("r", Endpoint.parse("http://127.0.0.1:9"), resolver=Resolver(loop), ssl_context=None,
+                        size=1, wait=wait, connect_timeout=1.0, read_timeout=5.0, idle_timeout=60.0)
+    conn = UpstreamConnection(loop, "r", 5.0)
+    conn.connection_made(MemTransport())
+    conn.pool = pool
+    pool._open = 1
+    return pool, conn
