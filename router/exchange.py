@@ -65,7 +65,7 @@ class Exchange:
         "proxy", "client", "req", "conn", "rt", "out_chunked", "head_sent",
         "close_after", "status", "region", "request_id", "country", "client_ip",
         "attempts", "upstream_time", "retry_held", "skipped",
-        "order", "pos", "allowed", "common", "draw", "first_reason", "failed",
+        "order", "pos", "allowed", "common", "draw", "first_reason", "failed", "failed_region",
         "t_sent", "task", "finished", "in_attempt", "out", "rl_headers",
     )
 
@@ -93,6 +93,7 @@ class Exchange:
         self.draw = -1.0  # below every admit share until a drain needs a real draw
         self.first_reason = ""
         self.failed: tuple[int, str, str] | None = None  # a sent attempt's failure
+        self.failed_region = ""  # ... and the region it came from
         self.t_sent = 0.0
         self.task: asyncio.Task | None = None  # only while waiting (connect, pool, retry slot)
         self.finished = False
@@ -344,6 +345,7 @@ class Exchange:
         proxy.store.breaker_changed(rt, rt.breaker.on_failure(proxy.now()))
         self.end_attempt()
         self.failed = error
+        self.failed_region = rt.id
         self.first_reason = self.first_reason or error[1]
         # Sent: another region only for an idempotent request whose body we hold,
         # and only within the retry budget (no retry storms).
@@ -404,6 +406,9 @@ class Exchange:
         """4. No region answered: the router answers itself, in JSON."""
         self.release_retry()
         if self.failed is not None:
+            # Answered with a sent attempt's failure: named after the region it
+            # came from, not a later candidate that could not even be reached.
+            self.region = self.failed_region
             self.send_error(*self.failed)
         elif self.allowed is not None:
             self.region = "none"

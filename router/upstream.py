@@ -277,6 +277,9 @@ class UpstreamConnection(asyncio.Protocol):
             self._dirty = True
             return
         status = self.parser.get_status_code()
+        if status < 100:  # llhttp takes any three digits: "000" is no status to relay
+            self._abort = Sent("bad-response", f"invalid status code {status:03d} from region")
+            raise _Stop
         if status == 101 and not self.upgrade_requested:
             self._abort = Sent("bad-response", "region switched protocols (101) unasked")
             raise _Stop

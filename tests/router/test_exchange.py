@@ -90,10 +90,7 @@ def outcome(dp: DataPlane, wire) -> tuple[int, str, str, tuple[int, ...], str]:
     return status, headers.get("x-edge-region", ""), shown, tuple(dp.regions[r].tries for r in ORDER), reason
 
 
-KNOWN = {  # rows the data plane gets wrong today: strict, so a fix shows up here
-    "GET, 503 then a refusal": "X-Edge-Region names eu-west-1, which refused the connection: the exchange "
-                               "keeps the region of a connect failure as the one that answered",
-}
+KNOWN: dict[str, str] = {}  # rows the data plane gets wrong today: strict, so a fix shows up here
 
 
 @pytest.mark.parametrize("row", [

@@ -62,3 +62,29 @@ def test_region_keep_alive_timeout_bounds_reuse():
 
     conn = None
     asyncio.run(main())
+
+
+def test_a_status_below_100_is_a_bad_response_not_relayed():
+    class Sink:
+        def __init__(self):
+            self.heads, self.failures = [], []
+
+        def upstream_head(self, head):
+            self.heads.append(head)
+
+        def upstream_failed(self, exc):
+            self.failures.append(exc)
+
+        def upstream_flush(self):
+            pass
+
+    async def main():
+        pool, conn = pool_with_one_connection()
+        sink = Sink()
+        conn.begin(False, sink)
+        conn.data_received(b"HTTP/1.1 000 OK\r\nContent-Length: 6\r\n\r\nresp-A")  # llhttp takes it
+        assert sink.heads == [] and [f.reason for f in sink.failures] == ["bad-response"]
+        assert "000" in sink.failures[0].detail and conn.closed and pool.idle_connections == 0
+        pool.close()
+
+    asyncio.run(main())
