@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge_router.proxy")
 
+# Clients remembered (address and country), and the longest X-Forwarded-For
+# kept as part of a key: the cache stays within a few tens of MiB whatever
+# clients send.
+IDENTIFY_CACHE = 65536
+IDENTIFY_CACHE_XFF = 128
+
 # Descriptors kept for everything that is not a client: the admin API and its
 # scrapes, probes, DNS, logs, the listening sockets.
 FD_RESERVE = 64
@@ -101,9 +107,16 @@ class Proxy:
         # The same clients come back (and behind a load balancer, the same
         # peers): their address and country are worked out once, in a bounded
         # LRU made anew with each config and GeoIP database.
-        self.identify = functools.lru_cache(maxsize=65536)(
+        self._identified = functools.lru_cache(maxsize=IDENTIFY_CACHE)(
             functools.partial(identify_client, trusted=self.trusted, geo=self._geo)
         )
+
+    def identify(self, peer: str, xff: bytes | None) -> tuple[str, str | None]:
+        """(client address, country) of a request from `peer` with this X-Forwarded-For."""
+        if xff is not None and len(xff) > IDENTIFY_CACHE_XFF:
+            # Any client may send a long chain, new every time: worked out, never kept.
+            return identify_client(peer, xff, self.trusted, self._geo)
+        return self._identified(peer, xff)
 
     def try_retry_now(self) -> bool:
         """A retry slot at once, if nobody queues before us."""

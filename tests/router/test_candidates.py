@@ -67,3 +67,25 @@ def test_the_store_publishes_new_orders_with_each_snapshot():
     assert first.order("GB", "81.2.69.142", "GET", 1)[0] == "eu-west-1"
     store.disable("eu-west-1")  # republished: a new ranker, new orders
     assert store.candidates is not first and store.candidates.ranker is store.ranker
+
+
+def test_identify_keeps_no_long_forwarded_chains():
+    """Any client may send a long X-Forwarded-For, new each time: answered, not cached."""
+    import asyncio
+
+    from memstack import Stack, config
+    from router.proxy import IDENTIFY_CACHE_XFF
+
+    async def main():
+        proxy = Stack(config()).proxy
+        short = b"81.2.69.142"
+        long_chain = b", ".join([b"81.2.69.142"] * (IDENTIFY_CACHE_XFF // 10 + 1))
+        assert len(long_chain) > IDENTIFY_CACHE_XFF
+        assert proxy.identify("127.0.0.1", short) == ("81.2.69.142", None)
+        assert proxy.identify("127.0.0.1", long_chain) == ("81.2.69.142", None)  # trusted peer: its chain is read
+        assert proxy.identify("203.0.113.9", long_chain) == ("203.0.113.9", None)  # untrusted: its chain is not
+        assert proxy._identified.cache_info().currsize == 1
+        proxy.geo = type("Geo", (), {"lookup": staticmethod(lambda ip: "GB")})()  # another database
+        assert proxy.identify("127.0.0.1", short) == ("81.2.69.142", "GB")
+
+    asyncio.run(main())
