@@ -31,42 +31,60 @@ from policies.model import CLOSED, HALF_OPEN, OPEN
 from .config import BreakerConfig
 
 
+class _Bucket:
+    """One time slice of a _Window (a class, not a list: typed fields compile to
+    plain integer arithmetic)."""
+
+    __slots__ = ("idx", "total", "failures", "errors")
+
+    def __init__(self, idx: int) -> None:
+        self.idx = idx
+        self.total = 0
+        self.failures = 0
+        self.errors = 0
+
+
 class _Window:
     """Request, failure and error counts over a rolling window, in time buckets.
     Failures trip the breaker; errors (answers such as a 500 that do not count
     against the region) only show in the error rate that strategies rank by."""
 
-    __slots__ = ("width", "span", "buckets", "total", "failures", "errors")
+    __slots__ = ("width", "span", "buckets", "last", "total", "failures", "errors")
 
     def __init__(self, window: float):
         self.width = min(1.0, window / 10) if window > 0 else 1.0
         self.span = max(1, ceil(window / self.width))  # buckets kept, current included
-        self.buckets: deque[list] = deque()  # [bucket index, total, failures, errors]
+        self.buckets: deque[_Bucket] = deque()  # oldest first
+        self.last: _Bucket | None = None  # the newest bucket (buckets[-1])
         self.total = 0
         self.failures = 0
         self.errors = 0
 
     def _expire(self, idx: int) -> None:
         buckets = self.buckets
-        while buckets and buckets[0][0] <= idx - self.span:
-            _, total, failures, errors = buckets.popleft()
-            self.total -= total
-            self.failures -= failures
-            self.errors -= errors
+        while buckets and buckets[0].idx <= idx - self.span:
+            gone = buckets.popleft()
+            self.total -= gone.total
+            self.failures -= gone.failures
+            self.errors -= gone.errors
+        if not buckets:
+            self.last = None
 
     def add(self, now: float, failed: bool, error: bool = False) -> None:
         idx = int(now // self.width)
         self._expire(idx)
-        if not self.buckets or self.buckets[-1][0] < idx:
-            self.buckets.append([idx, 0, 0, 0])
-        last = self.buckets[-1]  # a clock that stepped back lands in the newest bucket
-        last[1] += 1
+        last = self.last
+        if last is None or last.idx < idx:
+            last = self.last = _Bucket(idx)
+            self.buckets.append(last)
+        # (a clock that stepped back lands in the newest bucket)
+        last.total += 1
         self.total += 1
         if failed:
-            last[2] += 1
+            last.failures += 1
             self.failures += 1
         elif error:
-            last[3] += 1
+            last.errors += 1
             self.errors += 1
 
     def counts(self, now: float) -> tuple[int, int]:
@@ -75,6 +93,7 @@ class _Window:
 
     def clear(self) -> None:
         self.buckets.clear()
+        self.last = None
         self.total = self.failures = self.errors = 0
 
 
