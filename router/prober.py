@@ -142,7 +142,11 @@ class Prober:
             if ok and elapsed is not None:
                 self.store.record_latency(rt, elapsed, confirming)
             jitter = 1.0 + probe.jitter * (2.0 * self.rng.random() - 1.0)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
+            # cancel that lands just after the wake-up, and stop() (a reload,
+            # shutdown) would wait for this loop forever.
             try:
-                await asyncio.wait_for(wake.wait(), probe.latency_interval * jitter)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(probe.latency_interval * jitter):
+                    await wake.wait()
+            except TimeoutError:
                 pass
