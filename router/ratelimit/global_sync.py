@@ -128,8 +128,7 @@ class GlobalSync:
         if self.client is not None:
             try:  # leave the fleet at once, so that the others' share (N) is right
                 if self.up:
-                    async with asyncio.timeout(self.timeout):
-                        await self.client.zrem(self.prefix + "replicas", self.replica)
+                    await asyncio.wait_for(self.client.zrem(self.prefix + "replicas", self.replica), self.timeout)
                 await self.client.aclose()
             except (RedisError, OSError, asyncio.TimeoutError):
                 pass
@@ -160,8 +159,7 @@ class GlobalSync:
                 args: list = [self.replica, int(ALIVE_FOR * 1e6)]
                 for rule, _, n in part:
                     args += (int(rule.base.interval * 1e6), n)
-                # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel
-                # that lands just after the answer, and the loop would outlive stop().
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow stop()'s cancel.
                 async with asyncio.timeout(self.timeout):
                     answer = await self.script(
                         keys=[self.prefix + "replicas", *(self.redis_key(r, k) for r, k, _ in part)], args=args)
