@@ -234,6 +234,13 @@ def serve(args: argparse.Namespace) -> int:
         fatal(f"cannot start: {exc} (get a GeoLite2-Country database from MaxMind, see README "
               "'Geolocation', or pass --geoip-db FILE)")
         return 1
+    if config.state.backend == "file":
+        from .store.file import unwritable
+
+        problem = unwritable(config.state.path)
+        if problem:
+            fatal(f"cannot start: state.path: {problem}")
+            return 1
     # SIGHUP and POST /admin/reload read the file again, with the same flags on top.
     reload_source = (lambda: _load(args)) if args.config else None
     if config.workers > 1:

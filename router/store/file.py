@@ -46,6 +46,19 @@ class FileDecisionStore(MemoryDecisionStore):
         return new
 
 
+def unwritable(path: str) -> str | None:
+    """Why decisions could not be written at `path`, or None. Checked at start:
+    a mistyped path must stop `serve`, not turn every later decision into a 503."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return f"directory {directory} does not exist"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"directory {directory} is not writable (a new file is written there and renamed)"
+    if os.path.isdir(path):
+        return f"{path} is a directory"
+    return None
+
+
 def write_atomically(path: str, data: bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".decisions-", dir=directory)

@@ -120,3 +120,15 @@ def test_json_format_holds_for_a_failed_start(tmp_path):
     assert r.returncode == 1
     lines = [json.loads(line) for line in r.stderr.splitlines()]  # every line is an object
     assert lines[-1]["level"] == "error" and lines[-1]["message"].startswith("cannot start: GeoIP database")
+
+
+def test_serve_stops_when_the_state_file_cannot_be_written(tmp_path):
+    # A mistyped [state] path stops serve at once, naming the key, rather than
+    # turning every later operator decision into a 503.
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('default_region = "a"\n[geo]\ndatabase = ""\n'
+                   f'[state]\nbackend = "file"\npath = "{tmp_path}/missing/decisions.json"\n'
+                   '[[regions]]\nid = "a"\napi = "http://127.0.0.1:9"\nhealth = "http://127.0.0.1:9/h"\n')
+    r = run("serve", "--config", str(cfg), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0")
+    assert r.returncode == 1, r.stderr
+    assert f"state.path: directory {tmp_path}/missing does not exist" in r.stderr
