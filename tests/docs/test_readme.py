@@ -93,3 +93,13 @@ def test_contents_lists_every_section():
     links = re.findall(r"^- \[(.+?)\]\(#(.+?)\)$", contents, re.M)
     assert [h for h in headings if h != "Contents"] == [title for title, _ in links]
     assert all(anchor == _anchor(title) for title, anchor in links), links
+
+
+def test_every_notification_event_is_documented():
+    """A webhook receiver is written against the README's event list: every kind the
+    router can send is named there, in its group."""
+    from router.ops.notify import EVENT_KINDS
+
+    section = README.split("**Notifications.**", 1)[1].split("\n## ", 1)[0]
+    missing = [kind for kind in EVENT_KINDS if kind not in section]
+    assert missing == [], f"event kinds the README's Notifications section does not name: {missing}"
