@@ -163,3 +163,20 @@ def test_library_warnings_share_the_format(captured):
     logging.getLogger("asyncio").warning("Task exception was never retrieved")
     lines = [json.loads(line) for line in buf.getvalue().splitlines()]
     assert [(x["logger"], x["level"]) for x in lines] == [("aiohttp.server", "error"), ("asyncio", "warning")]
+
+
+def test_route_line_names_each_passed_over_region_once(caplog):
+    """A connect failure's detail already starts with the region id: the DEBUG line
+    does not say it twice."""
+    ex = SimpleNamespace(
+        req=SimpleNamespace(method="GET", url=b"/api/v1/ws"), request_id=b"abc", client_ip="81.2.69.142",
+        country="GB", proxy=SimpleNamespace(store=SimpleNamespace(strategy="geographic")),
+        order=["eu-west-1", "us-east-1", "us-west-2"], attempts=1,
+        skipped=[("eu-west-1", "eu-west-1 127.0.0.1:40935: [Errno 111] Connection refused"),
+                 ("us-west-2", "disabled")],
+    )
+    with caplog.at_level(logging.DEBUG, logger="edge_router.routing"):
+        logs.log_route(ex, "us-east-1", 101)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "edge_router.routing"]
+    assert "skipped=[eu-west-1 127.0.0.1:40935: [Errno 111] Connection refused, us-west-2 disabled]" in line, line
+    assert line.endswith("-> us-east-1 status=101 attempts=1")
