@@ -136,8 +136,9 @@ routing_log = logging.getLogger("edge_router.routing")
 def log_route(ex: "Exchange", region: str, status: int) -> None:
     """One DEBUG line per request: who, where from, the strategy's order, what was
     passed over and why, and where it went."""
-    # A connect failure's detail already names its region ("eu-west-1 host:port: ...").
-    skipped = ", ".join(why if why.startswith(rid + " ") else f"{rid} {why}"
+    # A connect failure's detail already names its region ("eu-west-1 host:port: ...",
+    # "eu-west-1: TLS handshake failed: ...").
+    skipped = ", ".join(why if why.startswith((rid + " ", rid + ":")) else f"{rid} {why}"
                         for rid, why in ex.skipped or ()) or "none"
     routing_log.debug(
         "route %s %s request_id=%s client=%s country=%s strategy=%s order=[%s] skipped=[%s]"
