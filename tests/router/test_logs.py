@@ -178,6 +178,6 @@ def test_route_line_names_each_passed_over_region_once(caplog):
     with caplog.at_level(logging.DEBUG, logger="edge_router.routing"):
         logs.log_route(ex, "us-east-1", 101)
     (line,) = [r.getMessage() for r in caplog.records if r.name == "edge_router.routing"]
-    assert "skipped=[eu-west-1 127.0.0.1:40935: [Errno 111] Connection refused, "
-            "ap-southeast-1: TLS handshake failed: EOF, us-west-2 disabled]" in line, line
+    assert ("skipped=[eu-west-1 127.0.0.1:40935: [Errno 111] Connection refused, "
+            "ap-southeast-1: TLS handshake failed: EOF, us-west-2 disabled]") in line, line
     assert line.endswith("-> us-east-1 status=101 attempts=1")
