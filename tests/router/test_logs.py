@@ -56,6 +56,27 @@ def test_text_lines(captured):
     assert re.fullmatch(ISO + r" INFO edge_router\.server \[worker 1\]: stopped", second)
 
 
+def test_a_malformed_request_to_the_admin_listener_is_info_not_an_error(captured):
+    """aiohttp logs a request it cannot parse as ERROR with a traceback; it is the
+    client's fault, so it is one INFO line saying what was wrong."""
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    buf = captured("json")
+    try:
+        raise BadHttpMessage("Invalid character in Content-Length")
+    except BadHttpMessage:
+        logging.getLogger("aiohttp.server").exception("Error handling request from %s", "127.0.0.1")
+    try:
+        raise ValueError("a handler bug")
+    except ValueError:
+        logging.getLogger("aiohttp.server").exception("Error handling request from %s", "127.0.0.1")
+    bad, bug = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert bad["level"] == "info" and "exception" not in bad
+    assert bad["message"] == ("Error handling request from 127.0.0.1: 400, message:"
+                              " Invalid character in Content-Length")
+    assert bug["level"] == "error" and "ValueError: a handler bug" in bug["exception"]
+
+
 def test_json_lines_every_one_an_object(captured):
     buf = captured("json")
     logging.getLogger("edge_router.prober").info("probe %s failed: %s", "eu-west-1", "connect refused")
