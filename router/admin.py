@@ -63,7 +63,8 @@ MUTATIONS = ("set_strategy", "drain", "disable", "enable", "set_weight", "rateli
 OPERATOR_HEADER = "X-Edge-Operator"
 # audit action -> notification event kind (router/ops/notify.py)
 OPERATOR_EVENTS = {"set_strategy": "strategy_changed", "drain": "region_drained",
-                   "disable": "region_disabled", "enable": "region_enabled", "set_weight": "region_weight_changed"}
+                   "disable": "region_disabled", "enable": "region_enabled", "set_weight": "region_weight_changed",
+                   "ratelimit_lift": "rate_limit_lifted"}
 
 
 @web.middleware
