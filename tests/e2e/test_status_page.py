@@ -195,6 +195,10 @@ def test_page_headers_and_json_errors(rp):
 
 
 def _json_404_405(admin: int) -> None:
+    # HEAD goes wherever GET does (RFC 9110 9.3.2): load balancers and `curl -I` check with it.
+    for path in ("/healthz", "/readyz", "/metrics", "/admin/state", "/"):
+        r = request(admin, "HEAD", path)
+        assert r.status == 200 and r.body == b"", (path, r.status)
     r = request(admin, "GET", "/admin/nope")
     assert r.status == 404 and r.headers["content-type"] == "application/json", r.body
     assert r.json()["error"] == "not_found" and "/admin/state" in r.json()["endpoints"]
