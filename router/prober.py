@@ -24,6 +24,9 @@ from .state import RegionRuntime, RegionStore
 
 log = logging.getLogger("edge_router.prober")
 
+STOP_ROUNDS = 5  # cancel, wait up to STOP_WAIT for the probe tasks to end, again
+STOP_WAIT = 1.0
+
 
 def probe_result(ok: bool, why: str) -> str:
     """The `result` label of edge_router_probes_total for probe_once's verdict."""
@@ -88,9 +91,15 @@ class Prober:
 
     async def stop(self) -> None:
         self.store.latency_check = None
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        pending = set(self._tasks)
+        for _ in range(STOP_ROUNDS):  # bounded: a reload or shutdown never hangs on a probe
+            for t in pending:
+                t.cancel()
+            if not pending:
+                break
+            _, pending = await asyncio.wait(pending, timeout=STOP_WAIT)
+        if pending:
+            log.error("prober: %d probe tasks did not stop; left behind", len(pending))
         self._tasks.clear()
         if self._session is not None:
             await self._session.close()
@@ -142,7 +151,10 @@ class Prober:
             if ok and elapsed is not None:
                 self.store.record_latency(rt, elapsed, confirming)
             jitter = 1.0 + probe.jitter * (2.0 * self.rng.random() - 1.0)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel
+            # that lands as the event is set, and stop() then waits forever.
             try:
-                await asyncio.wait_for(wake.wait(), probe.latency_interval * jitter)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(probe.latency_interval * jitter):
+                    await wake.wait()
+            except TimeoutError:
                 pass

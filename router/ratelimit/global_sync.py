@@ -159,11 +159,10 @@ class GlobalSync:
                 args: list = [self.replica, int(ALIVE_FOR * 1e6)]
                 for rule, _, n in part:
                     args += (int(rule.base.interval * 1e6), n)
-                answer = await asyncio.wait_for(
-                    self.script(keys=[self.prefix + "replicas", *(self.redis_key(r, k) for r, k, _ in part)],
-                                args=args),
-                    self.timeout,
-                )
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow stop()'s cancel.
+                async with asyncio.timeout(self.timeout):
+                    answer = await self.script(
+                        keys=[self.prefix + "replicas", *(self.redis_key(r, k) for r, k, _ in part)], args=args)
                 self._apply(part, answer)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             self._down(exc)
