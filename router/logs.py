@@ -152,13 +152,17 @@ def fatal(message: str) -> None:
 routing_log = logging.getLogger("edge_router.routing")
 
 
+def skipped_text(skipped) -> str:
+    """The regions passed over and why, "eu-west-1 disabled, us-east-1 breaker_open", each
+    named once: a connect failure's detail already names its region ("eu-west-1
+    host:port: ...", "eu-west-1: TLS handshake failed: ...")."""
+    return ", ".join(why if why.startswith((rid + " ", rid + ":")) else f"{rid} {why}" for rid, why in skipped)
+
+
 def log_route(ex: "Exchange", region: str, status: int) -> None:
     """One DEBUG line per request: who, where from, the strategy's order, what was
     passed over and why, and where it went."""
-    # A connect failure's detail already names its region ("eu-west-1 host:port: ...",
-    # "eu-west-1: TLS handshake failed: ...").
-    skipped = ", ".join(why if why.startswith((rid + " ", rid + ":")) else f"{rid} {why}"
-                        for rid, why in ex.skipped or ()) or "none"
+    skipped = skipped_text(ex.skipped or ()) or "none"
     routing_log.debug(
         "route %s %s request_id=%s client=%s country=%s strategy=%s order=[%s] skipped=[%s]"
         " -> %s status=%d attempts=%d",
