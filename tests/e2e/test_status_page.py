@@ -194,6 +194,21 @@ def test_page_headers_and_json_errors(rp):
     _json_404_405(rp.admin)
 
 
+def test_every_symbol_of_the_page_has_a_font():
+    """States are words and symbols; a symbol no installed font has shows as an empty box
+    in the screenshot (Debian's chromium with its fonts, as in CI)."""
+    import subprocess
+
+    fc_list = shutil.which("fc-list")
+    if fc_list is None:
+        pytest.skip("fc-list (fontconfig) is not installed")
+    html = (REPO / "router" / "ops" / "status_page.html").read_text(encoding="utf-8")
+    missing = [f"{c} U+{ord(c):04X}" for c in sorted({c for c in html if ord(c) > 0x7F})
+               if not subprocess.run([fc_list, f":charset={ord(c):x}", "family"], capture_output=True,
+                                     text=True, timeout=30).stdout.strip()]
+    assert missing == [], f"symbols no installed font can draw: {missing}"
+
+
 def _json_404_405(admin: int) -> None:
     # HEAD goes wherever GET does (RFC 9110 9.3.2): load balancers and `curl -I` check with it.
     for path in ("/healthz", "/readyz", "/metrics", "/admin/state", "/"):
