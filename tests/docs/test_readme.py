@@ -103,3 +103,13 @@ def test_every_notification_event_is_documented():
     section = README.split("**Notifications.**", 1)[1].split("\n## ", 1)[0]
     missing = [kind for kind in EVENT_KINDS if kind not in section]
     assert missing == [], f"event kinds the README's Notifications section does not name: {missing}"
+
+
+def test_running_it_lists_every_subcommand():
+    """The README's command table names every subcommand `edge-router --help` offers."""
+    out = subprocess.run([sys.executable, "-m", "router", "--help"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60).stdout
+    commands = re.search(r"\{([a-z,-]+)\}", out).group(1).split(",")
+    table = README.split("## Running it", 1)[1].split("\n\n", 2)[1]
+    missing = [c for c in commands if f"`edge-router {c}" not in table]
+    assert missing == [], f"subcommands the README's Running it table does not list: {missing}"
