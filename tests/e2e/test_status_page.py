@@ -202,7 +202,9 @@ def test_every_symbol_of_the_page_has_a_font():
     fc_list = shutil.which("fc-list")
     if fc_list is None:
         pytest.skip("fc-list (fontconfig) is not installed")
-    html = (REPO / "router" / "ops" / "status_page.html").read_text(encoding="utf-8")
+    from router.ops.page import PAGE  # the page as served (the compiled CI run has no router/ in its tree)
+
+    html = PAGE.decode("utf-8")
     missing = [f"{c} U+{ord(c):04X}" for c in sorted({c for c in html if ord(c) > 0x7F})
                if not subprocess.run([fc_list, f":charset={ord(c):x}", "family"], capture_output=True,
                                      text=True, timeout=30).stdout.strip()]
