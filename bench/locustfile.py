@@ -37,7 +37,10 @@ geographic    Virtual users carry client addresses from countries of each region
               `edge-router demo`), or a file of "ip,region" lines.
 mixed         Realistic API traffic: GET /api/v1/echo, JSON POST /api/v1/payments
               (201 expected), and now and then a 1 MiB GET /api/v1/large, with a
-              think time of 0.1-0.5 s. With --admin-url (or --clients test|demo|FILE)
+              think time of 0.1-0.5 s. With --websocket, now and then a WebSocket
+              session too (GET /api/v1/ws?greet=1 through the router, then 5
+              messages echoed): "WS connect [region]" times the handshake,
+              "WS echo [region]" each message's round trip. With --admin-url (or --clients test|demo|FILE)
               users send X-Forwarded-For addresses from around the world, so every
               home region gets traffic; the answering region is not checked. Leaves
               the strategy alone.
@@ -72,6 +75,8 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import perf_counter
+from types import SimpleNamespace
 
 import gevent
 from locust import FastHttpUser, events, task
@@ -93,6 +98,8 @@ ADMIN_URL_ENV = "EDGE_ROUTER_ADMIN_URL"
 NO_REGION = "(no header)"
 WORKER_REPORT_INTERVAL = 3.0  # locust.runners.WORKER_REPORT_INTERVAL
 LARGE_BYTES = 1 << 20
+WS_PATH = "/api/v1/ws?greet=1"  # the simulator's WebSocket echo; greet=1 names the region first
+WS_MESSAGES = 5  # echoed per session
 
 # Addresses of tests/data/geo/GeoLite2-Country-Test.mmdb (MaxMind's test data).
 TEST_DB_CLIENTS: tuple[tuple[str, str], ...] = (
@@ -132,6 +139,9 @@ def _add_arguments(parser) -> None:
                              '"GET /api/v1/health:3,POST /api/v1/orders:1" (method path:weight)')
     parser.add_argument("--body", default="",
                         help="JSON file sent as the body of the POST/PUT/PATCH entries of --paths")
+    parser.add_argument("--websocket", action="store_true", default=False,
+                        help=f"mixed mode: WebSocket sessions too ({WS_PATH}, {WS_MESSAGES} messages "
+                             "echoed; needs websocket-client, in the [load] extra)")
 
 
 # -- --paths: a real API's requests -------------------------------------------------
@@ -357,6 +367,7 @@ class Run:
     clients: list[Client] = field(default_factory=list)
     paths: list[PathSpec] = field(default_factory=list)  # --paths; empty: the simulator's
     body: bytes | None = None  # --body
+    websocket: bool = False  # --websocket (mixed mode)
 
 
 RUN = Run()
@@ -398,7 +409,15 @@ def _on_test_start(environment, **_kw) -> None:
                 if users and users < len(RUN.clients):
                     log.warning("%d users carry only the first %d of %d client addresses; use -u %d "
                                 "or more to cover them all", users, users, len(RUN.clients), len(RUN.clients))
-        elif RUN.mode == "mixed":
+        RUN.websocket = bool(getattr(opts, "websocket", False)) if opts else False
+        if RUN.websocket:
+            if RUN.mode != "mixed" or RUN.paths:
+                raise SetupError("--websocket adds WebSocket sessions to --mode mixed (without --paths)")
+            try:
+                import websocket  # noqa: F401
+            except ImportError:
+                raise SetupError("--websocket needs websocket-client: pip install 'edge-router[load]'") from None
+        if RUN.mode == "mixed":
             spec = getattr(opts, "clients", "auto") if opts else "auto"
             if admin_url or spec != "auto":
                 # Spread the traffic over the world like real clients; no region check here.
@@ -619,7 +638,8 @@ class EdgeRouterUser(FastHttpUser):
         elif self.mode == "geographic":
             self.geographic()
         elif self.mode == "mixed":
-            random.choices((self.echo, self.payment, self.large), weights=(12, 5, 1))[0]()
+            random.choices((self.echo, self.payment, self.large, self.ws_session),
+                           weights=(12, 5, 1, 1 if RUN.websocket else 0))[0]()
         else:
             self.echo()
 
@@ -711,3 +731,42 @@ class EdgeRouterUser(FastHttpUser):
                 resp.failure(f"got {len(resp.content or b'')} bytes, expected {LARGE_BYTES}")
             else:
                 resp.success()
+
+    def ws_session(self) -> None:
+        """A WebSocket session through the router: the handshake, named after the region
+        of its 101, then WS_MESSAGES messages echoed, each timed on its own."""
+        import websocket  # websocket-client's blocking sockets, made cooperative by Locust's gevent
+
+        fire = self.environment.events.request.fire
+        url = "ws" + (self.host or "").removeprefix("http") + WS_PATH
+        start = perf_counter()
+        try:
+            ws = websocket.create_connection(url, timeout=10,
+                                             header=[f"{k}: {v}" for k, v in self._headers().items()])
+        except Exception as exc:  # refused, or the router or region answered without a 101
+            fire(request_type="WS", name=f"WS connect [{NO_REGION}]", response_time=(perf_counter() - start) * 1000,
+                 response_length=0, response=None, context={}, exception=exc)
+            return
+        region = ws.getheaders().get("x-edge-region") or NO_REGION
+        answered = SimpleNamespace(headers={"X-Edge-Region": region})  # for the per-region tally
+        name, started = f"WS connect [{region}]", start
+        try:
+            greeting = json.loads(ws.recv())  # the region names itself
+            if greeting.get("region") != region:
+                raise AssertionError(f"greeted by {greeting.get('region')!r} but X-Edge-Region says {region}")
+            fire(request_type="WS", name=name, response_time=(perf_counter() - start) * 1000,
+                 response_length=0, response=answered, context={}, exception=None)
+            name = f"WS echo [{region}]"
+            for i in range(WS_MESSAGES):
+                text = f"{self.number}:{i}:{uuid.uuid4().hex}"
+                started = perf_counter()
+                ws.send(text)
+                got = ws.recv()
+                fire(request_type="WS", name=name, response_time=(perf_counter() - started) * 1000,
+                     response_length=len(got), response=answered, context={},
+                     exception=None if got == text else AssertionError(f"echo {got!r} != {text!r}"))
+        except Exception as exc:
+            fire(request_type="WS", name=name, response_time=(perf_counter() - started) * 1000,
+                 response_length=0, response=answered, context={}, exception=exc)
+        finally:
+            ws.close()

@@ -63,7 +63,8 @@ MUTATIONS = ("set_strategy", "drain", "disable", "enable", "set_weight", "rateli
 OPERATOR_HEADER = "X-Edge-Operator"
 # audit action -> notification event kind (router/ops/notify.py)
 OPERATOR_EVENTS = {"set_strategy": "strategy_changed", "drain": "region_drained",
-                   "disable": "region_disabled", "enable": "region_enabled", "set_weight": "region_weight_changed"}
+                   "disable": "region_disabled", "enable": "region_enabled", "set_weight": "region_weight_changed",
+                   "ratelimit_lift": "rate_limit_lifted"}
 
 
 @web.middleware
@@ -92,7 +93,10 @@ def build_app(handlers: object) -> web.Application:
     app = web.Application(client_max_size=64 * 1024, middlewares=[json_errors])
     app.router.add_get("/", status_page)  # the live status page (router/ops/page.py)
     for method, path, name in ROUTES:
-        app.router.add_route(method, path, getattr(handlers, name))
+        if method == "GET":  # and HEAD, GET's answer without its body (load balancers, curl -I)
+            app.router.add_get(path, getattr(handlers, name))
+        else:
+            app.router.add_route(method, path, getattr(handlers, name))
     return app
 
 

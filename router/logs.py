@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 if TYPE_CHECKING:
     from .exchange import Exchange
@@ -96,6 +97,21 @@ class AuditFormatter(logging.Formatter):
         return orjson.dumps(fields).decode()
 
 
+class _ClientFaultIsInfo(logging.Filter):
+    """aiohttp logs a request it could not parse (a 4xx it answers itself) as ERROR
+    with a traceback; that is the client's fault, not the router's: one INFO line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+            record.msg = "%s: %s" % (record.getMessage(), " ".join(str(exc).split()))
+            record.args = None
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger("edge_router").isEnabledFor(logging.INFO)
+        return True
+
+
 def setup_logging(level: str = "info", stream: TextIO | None = None, fmt: str = "text") -> None:
     stream = stream or sys.stderr
     root = logging.getLogger("edge_router")
@@ -112,6 +128,9 @@ def setup_logging(level: str = "info", stream: TextIO | None = None, fmt: str = 
         lib.handlers[:] = [h]
         lib.setLevel(max(logging.WARNING, root.level))
         lib.propagate = False
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _ClientFaultIsInfo) for f in server_log.filters):
+        server_log.addFilter(_ClientFaultIsInfo())
     audit = logging.getLogger("edge_router.audit")
     audit.handlers.clear()
     ah = logging.StreamHandler(stream)
@@ -133,10 +152,17 @@ def fatal(message: str) -> None:
 routing_log = logging.getLogger("edge_router.routing")
 
 
+def skipped_text(skipped) -> str:
+    """The regions passed over and why, "eu-west-1 disabled, us-east-1 breaker_open", each
+    named once: a connect failure's detail already names its region ("eu-west-1
+    host:port: ...", "eu-west-1: TLS handshake failed: ...")."""
+    return ", ".join(why if why.startswith((rid + " ", rid + ":")) else f"{rid} {why}" for rid, why in skipped)
+
+
 def log_route(ex: "Exchange", region: str, status: int) -> None:
     """One DEBUG line per request: who, where from, the strategy's order, what was
     passed over and why, and where it went."""
-    skipped = ", ".join(f"{rid} {why}" for rid, why in ex.skipped or ()) or "none"
+    skipped = skipped_text(ex.skipped or ()) or "none"
     routing_log.debug(
         "route %s %s request_id=%s client=%s country=%s strategy=%s order=[%s] skipped=[%s]"
         " -> %s status=%d attempts=%d",

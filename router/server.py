@@ -29,6 +29,7 @@ from .resolver import Resolver
 from .reload import plan_reload, summary
 from .state import RegionRuntime, RegionStore
 from .store import open_book
+from .tunnel import OUTCOMES as TUNNEL_OUTCOMES
 
 log = logging.getLogger("edge_router.server")
 
@@ -56,6 +57,12 @@ class Router:
         self.geo = geo
         self.clock = Clock()
         self.metrics = Metrics(tuple(r.id for r in config.regions))
+        # edge_router_tunnels_total{region,outcome} at 0 from the start, like every series
+        # whose labels the config fixes. (Belongs in Metrics.__init__ beside tunnel_bytes;
+        # kept here while router/metrics.py is being reworked.)
+        for rid in self.metrics.regions:
+            for outcome in TUNNEL_OUTCOMES:
+                self.metrics.tunnels.labels(rid, outcome)
         # Operator decisions come from the [state] store; verdicts stay local.
         self.decisions = open_book(config, lambda: tuple(self.store.regions))
         self.store = RegionStore(config, self.decisions, self.metrics, self.clock)

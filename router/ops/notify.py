@@ -41,6 +41,7 @@ EVENT_KINDS: dict[str, tuple[str, str]] = {
     "region_disabled": ("operator", "operator {who} DISABLED {region}"),
     "region_enabled": ("operator", "operator {who} enabled {region}"),
     "region_weight_changed": ("operator", "operator {who} set the weight of {region} to {weight}"),
+    "rate_limit_lifted": ("operator", "operator {who} lifted rate limit {rule} for {key} for {lifted_for_seconds} s"),
     "config_reloaded": ("reload", "configuration reloaded (changed: {changed})"),
     "config_reload_failed": ("reload", "configuration reload FAILED ({first_problem}); the old one stays in force"),
 }

@@ -39,7 +39,7 @@ Control server (JSON):
 
     GET  /regions                   {"regions": {id: region view}}
     GET  /regions/{id}              region view: id, port, latency, up, faults, stats
-    POST /regions/{id}/fault        partial update of faults, answers the region view
+    POST /regions/{id}/fault        partial update of faults; answers the region and its faults (no stats)
     POST /regions/{id}/reset        clears every fault
     GET  /regions/{id}/stats        {"requests", "by_path", "by_method", "request_ids", "payments"}
     POST /regions/{id}/stats/reset

@@ -123,15 +123,17 @@ class Region:
     def up(self) -> bool:
         return self._site is not None
 
-    def view(self) -> dict[str, Any]:
-        return {
+    def view(self, stats: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "id": self.id,
             "port": self.port,
             "latency": self.latency,
             "up": self.up,
             "faults": asdict(self.faults),
-            "stats": self.stats.to_dict(),
         }
+        if stats:
+            out["stats"] = self.stats.to_dict()
+        return out
 
     async def start(self) -> None:
         # handler_cancellation: a hung handler ends when its client goes away.
@@ -173,7 +175,7 @@ class Region:
                 self.faults.down = changes["down"]
         if changes:
             log.info("region %s faults now %s", self.id, asdict(self.faults))
-        return self.view()
+        return self.view(stats=False)  # the fault answer: no traffic counters (see /stats)
 
     async def reset_faults(self) -> dict[str, Any]:
         return await self.update_faults(asdict(Faults()))

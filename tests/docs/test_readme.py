@@ -93,3 +93,41 @@ def test_contents_lists_every_section():
     links = re.findall(r"^- \[(.+?)\]\(#(.+?)\)$", contents, re.M)
     assert [h for h in headings if h != "Contents"] == [title for title, _ in links]
     assert all(anchor == _anchor(title) for title, anchor in links), links
+
+
+def test_every_notification_event_is_documented():
+    """A webhook receiver is written against the README's event list: every kind the
+    router can send is named there, in its group."""
+    from router.ops.notify import EVENT_KINDS
+
+    section = README.split("**Notifications.**", 1)[1].split("\n## ", 1)[0]
+    missing = [kind for kind in EVENT_KINDS if kind not in section]
+    assert missing == [], f"event kinds the README's Notifications section does not name: {missing}"
+
+
+def test_running_it_lists_every_subcommand():
+    """The README's command table names every subcommand `edge-router --help` offers."""
+    out = subprocess.run([sys.executable, "-m", "router", "--help"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60).stdout
+    commands = re.search(r"\{([a-z,-]+)\}", out).group(1).split(",")
+    table = README.split("## Running it", 1)[1].split("\n\n", 2)[1]
+    missing = [c for c in commands if f"`edge-router {c}" not in table]
+    assert missing == [], f"subcommands the README's Running it table does not list: {missing}"
+
+
+def test_metrics_table_names_every_metric_the_router_exports():
+    """An operator looks metrics up in the README's table: every edge_router_* family of
+    /metrics is there."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from router.metrics import Metrics
+
+    metrics = Metrics(("eu-west-1",))
+    metrics.set_strategy("geographic")
+    exported = {f.name for f in text_string_to_metric_families(metrics.render().decode())
+                if f.name.startswith("edge_router_") and not f.name.endswith("_created")}
+    table = README.split("## Metrics, logs, audit", 1)[1].split("\n\n", 2)[1]
+    named = set(re.findall(r"`(edge_router_\w+)`", table))
+    # The text parser names a counter's family without its _total suffix.
+    missing = sorted(n for n in exported if n not in named and f"{n}_total" not in named)
+    assert missing == [], f"metrics the README's table does not list: {missing}"

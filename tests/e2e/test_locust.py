@@ -156,6 +156,26 @@ def test_paths_for_a_real_api_named_per_region(stack, tmp_path):
     assert 1.5 < gets / posts < 6, (gets, posts)  # weights 3:1
 
 
+def test_mixed_mode_with_websocket_sessions(stack, tmp_path):
+    """--mode mixed --websocket: WebSocket sessions through the router, named per region."""
+    import csv
+
+    sim, router = stack
+    sim.reset_stats()
+    r = run_locust(router, tmp_path, "--mode", "mixed", "--websocket", "--think-time", "0.05",
+                   "--csv", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stdout[-3000:]
+    with open(tmp_path / "run_stats.csv", newline="") as f:
+        rows = {row["Name"]: row for row in csv.DictReader(f) if row["Type"] == "WS"}
+    connects = [n for n in rows if n.startswith("WS connect [") and n[12:-1] in REGIONS]
+    echoes = [n for n in rows if n.startswith("WS echo [") and n[9:-1] in REGIONS]
+    assert connects and echoes, sorted(rows)
+    assert all(int(row["Failure Count"]) == 0 for row in rows.values()), rows
+    sessions = sum(int(rows[n]["Request Count"]) for n in connects)
+    assert 0 < sum(int(rows[n]["Request Count"]) for n in echoes) <= 5 * sessions  # 5 a session, or fewer if cut at the end
+    assert sum(sim.stats(rid)["by_path"].get("/api/v1/ws", 0) for rid in REGIONS) >= len(connects)
+
+
 def test_bad_paths_stop_the_run(stack, tmp_path):
     sim, router = stack
     r = run_locust(router, tmp_path, "--paths", "FETCH /x:1")

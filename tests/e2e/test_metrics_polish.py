@@ -41,6 +41,10 @@ def test_new_metrics_live_and_promtool_clean(sim, workers):
                                   residency=[{"countries": ["GB"], "regions": ["eu-west-1"]}]),
                       extra_args=["--workers", str(workers)] if workers > 1 else [])
     try:
+        # Every counter series whose labels the config fixes exists at 0 before its first event.
+        _, start = scrape(rp)
+        for outcome in ("client_closed", "region_closed", "idle_timeout", "region_disabled", "shutdown"):
+            assert start[("edge_router_tunnels_total", (("outcome", outcome), ("region", "eu-west-1")))] == 0
         ok = ("edge_router_probes_total", (("region", "eu-west-1"), ("result", "ok")))
         wait_until(lambda: scrape(rp)[1].get(ok, 0) >= 1, 15, what="a counted probe")
         # GB may only go to eu-west-1; disabled, the router answers 503 itself (region "none").

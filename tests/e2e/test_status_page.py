@@ -78,6 +78,11 @@ def wait_text(page, region: str, name: str, text: str, timeout: float):
 def test_status_page_end_to_end(sim, rp, traffic, browser):
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page()
+    # A person opening the page sees no error in the browser's console (a 404 for
+    # /favicon.ico, a script blocked by the CSP, a JS exception).
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: console_errors.append(f"page error: {e}"))
     page.goto(f"http://127.0.0.1:{rp.admin}/")
     assert page.title() == "edge-router status"
 
@@ -161,6 +166,11 @@ def test_status_page_end_to_end(sim, rp, traffic, browser):
     page.click("#routeform button")
     wait_until(lambda: "400" in page.locator("#routeout").inner_text(), 5, what="route 400")
 
+    # The wrong token's 401 and the route's 400 are answers shown on the page; anything
+    # else in the console is a defect.
+    unexpected = [m for m in console_errors if "401" not in m and "400" not in m]
+    assert unexpected == [], unexpected
+
     # Screenshots to look at, wide and phone-sized.
     page.fill("#routeq", "81.2.69.142")
     page.click("#routeform button")
@@ -184,7 +194,28 @@ def test_page_headers_and_json_errors(rp):
     _json_404_405(rp.admin)
 
 
+def test_every_symbol_of_the_page_has_a_font():
+    """States are words and symbols; a symbol no installed font has shows as an empty box
+    in the screenshot (Debian's chromium with its fonts, as in CI)."""
+    import subprocess
+
+    fc_list = shutil.which("fc-list")
+    if fc_list is None:
+        pytest.skip("fc-list (fontconfig) is not installed")
+    from router.ops.page import PAGE  # the page as served (the compiled CI run has no router/ in its tree)
+
+    html = PAGE.decode("utf-8")
+    missing = [f"{c} U+{ord(c):04X}" for c in sorted({c for c in html if ord(c) > 0x7F})
+               if not subprocess.run([fc_list, f":charset={ord(c):x}", "family"], capture_output=True,
+                                     text=True, timeout=30).stdout.strip()]
+    assert missing == [], f"symbols no installed font can draw: {missing}"
+
+
 def _json_404_405(admin: int) -> None:
+    # HEAD goes wherever GET does (RFC 9110 9.3.2): load balancers and `curl -I` check with it.
+    for path in ("/healthz", "/readyz", "/metrics", "/admin/state", "/"):
+        r = request(admin, "HEAD", path)
+        assert r.status == 200 and r.body == b"", (path, r.status)
     r = request(admin, "GET", "/admin/nope")
     assert r.status == 404 and r.headers["content-type"] == "application/json", r.body
     assert r.json()["error"] == "not_found" and "/admin/state" in r.json()["endpoints"]

@@ -168,7 +168,7 @@ def test_server_sent_events_arrive_one_by_one(sim, router_factory):
 
     async def main():
         async with aiohttp.ClientSession() as s:
-            # 5 events 1.5 s apart: longer than read_timeout in all, each gap shorter than it.
+            # 5 events 600 ms apart: 2.4 s in all, longer than read_timeout (1 s); each gap shorter.
             url = f"http://127.0.0.1:{rp.port}/api/v1/events?count=5&interval=600ms"
             async with s.get(url, headers=GB) as resp:
                 assert resp.status == 200 and resp.headers["X-Edge-Region"] == "eu-west-1"

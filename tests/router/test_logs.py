@@ -56,6 +56,27 @@ def test_text_lines(captured):
     assert re.fullmatch(ISO + r" INFO edge_router\.server \[worker 1\]: stopped", second)
 
 
+def test_a_malformed_request_to_the_admin_listener_is_info_not_an_error(captured):
+    """aiohttp logs a request it cannot parse as ERROR with a traceback; it is the
+    client's fault, so it is one INFO line saying what was wrong."""
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    buf = captured("json")
+    try:
+        raise BadHttpMessage("Invalid character in Content-Length")
+    except BadHttpMessage:
+        logging.getLogger("aiohttp.server").exception("Error handling request from %s", "127.0.0.1")
+    try:
+        raise ValueError("a handler bug")
+    except ValueError:
+        logging.getLogger("aiohttp.server").exception("Error handling request from %s", "127.0.0.1")
+    bad, bug = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert bad["level"] == "info" and "exception" not in bad
+    assert bad["message"] == ("Error handling request from 127.0.0.1: 400, message:"
+                              " Invalid character in Content-Length")
+    assert bug["level"] == "error" and "ValueError: a handler bug" in bug["exception"]
+
+
 def test_json_lines_every_one_an_object(captured):
     buf = captured("json")
     logging.getLogger("edge_router.prober").info("probe %s failed: %s", "eu-west-1", "connect refused")
@@ -163,3 +184,21 @@ def test_library_warnings_share_the_format(captured):
     logging.getLogger("asyncio").warning("Task exception was never retrieved")
     lines = [json.loads(line) for line in buf.getvalue().splitlines()]
     assert [(x["logger"], x["level"]) for x in lines] == [("aiohttp.server", "error"), ("asyncio", "warning")]
+
+
+def test_route_line_names_each_passed_over_region_once(caplog):
+    """A connect failure's detail already starts with the region id: the DEBUG line
+    does not say it twice."""
+    ex = SimpleNamespace(
+        req=SimpleNamespace(method="GET", url=b"/api/v1/ws"), request_id=b"abc", client_ip="81.2.69.142",
+        country="GB", proxy=SimpleNamespace(store=SimpleNamespace(strategy="geographic")),
+        order=["eu-west-1", "us-east-1", "us-west-2"], attempts=1,
+        skipped=[("eu-west-1", "eu-west-1 127.0.0.1:40935: [Errno 111] Connection refused"),
+                 ("ap-southeast-1", "ap-southeast-1: TLS handshake failed: EOF"), ("us-west-2", "disabled")],
+    )
+    with caplog.at_level(logging.DEBUG, logger="edge_router.routing"):
+        logs.log_route(ex, "us-east-1", 101)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "edge_router.routing"]
+    assert ("skipped=[eu-west-1 127.0.0.1:40935: [Errno 111] Connection refused, "
+            "ap-southeast-1: TLS handshake failed: EOF, us-west-2 disabled]") in line, line
+    assert line.endswith("-> us-east-1 status=101 attempts=1")

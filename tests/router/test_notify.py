@@ -86,6 +86,18 @@ def test_every_kind_has_a_known_group_and_a_text():
         assert message(ev(kind))["text"].startswith("edge-router: ")
 
 
+def test_every_admin_mutation_is_an_operator_event():
+    """Stakeholders hear of every operator mutation the admin API takes."""
+    from router.admin import MUTATIONS, OPERATOR_EVENTS
+
+    assert set(OPERATOR_EVENTS) == set(MUTATIONS)
+    for kind in OPERATOR_EVENTS.values():
+        assert EVENT_KINDS[kind][0] == "operator"
+    lift = message(ev("rate_limit_lifted", None, who="sha256:abc", rule="per-ip", key="203.0.113.7",
+                      lifted_for_seconds=600.0))
+    assert lift["text"] == "edge-router: operator sha256:abc lifted rate limit per-ip for 203.0.113.7 for 600.0 s"
+
+
 def test_emit_filters_by_group_coalesces_and_bounds_the_queue(caplog):
     counted: list[str] = []
     t = [0.0]

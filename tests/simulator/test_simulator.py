@@ -182,6 +182,9 @@ def test_down_refuses_then_recovers_on_same_port():
                 view = await r.json()
             assert r.status == 200
             assert view["up"] is False and view["faults"]["down"] is True
+            # The answer a person reads after the demo's "kill a region" line: the region and
+            # its faults, not its traffic counters (up to 1000 request ids; /stats has them).
+            assert set(view) == {"id", "port", "latency", "up", "faults"}, sorted(view)
             with pytest.raises(aiohttp.ClientError):
                 await asyncio.wait_for(pending, 5)
 
