@@ -3,8 +3,8 @@
 Country codes are ISO 3166-1 alpha-2, upper case. us-west-2 is a standby region:
 no country is homed there, it is reached only through failover.
 
-The one source of the map: router/defaults.py writes its [geo.countries] from it
-(bench/locustfile.py still keeps its own copy of the homes).
+The one source of the map: router/defaults.py writes its [geo.countries] from it,
+and bench/locustfile.py and the tests' configs take it from here.
 """
 from __future__ import annotations
 
