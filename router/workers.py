@@ -597,13 +597,24 @@ class Supervisor:
                     return _error(502, "partial", f"workers {failed} refused what worker 0 accepted")
                 if len(targets) < len(live):
                     await self._converge(orjson.loads(first).get("version", 0))
+                key = request.match_info.get("id", "strategy")
+                if action == "enable" and not local and self.shared_store and key in self.decisions:
+                    # Worker 0's enable cleared its own local override; the other
+                    # workers hold theirs (a local disable reached every worker)
+                    # until an enable reaches them too: a local one, no new commit.
+                    for i, url in enumerate(live[1:], 1):
+                        try:
+                            async with self.session.post(URL(url + request.raw_path, encoded=True),
+                                                         data=b'{"scope": "local"}', headers=headers) as resp:
+                                await resp.read()
+                        except aiohttp.ClientError as exc:
+                            return _error(502, "worker_unreachable", f"worker {i}: {exc}")
                 args = parsed if isinstance(parsed, dict) else {}
                 if action == "ratelimit_lift":  # the worker's answer: an API key hashed, not in clear
                     args = orjson.loads(first)
                 if "id" in request.match_info:
                     args = {"region": request.match_info["id"], **args}
                 audit(request, who, action, args)
-                key = request.match_info.get("id", "strategy")
                 if action == "ratelimit_lift":  # replayed to a replaced worker under its own key
                     key = f"lift:{args.get('rule')}:{args.get('key')}"
                 if local or not self.stored:

@@ -240,3 +240,21 @@ def test_workers_follow_the_store_and_probe_once_per_process_tree(sim, redis_ser
     assert r.status == 200 and r.json()["workers"] == 3 and "geo.countries" in r.json()["changed"], r.body
     for _ in range(30):
         assert w.get(API, headers=GB).region == "ap-southeast-1"
+
+
+def test_workers_local_disable_while_redis_is_down_is_cleared_in_every_worker(sim, redis_server, router_factory):
+    w = router_factory(redis_config(sim, redis_server.url), extra_args=["--workers", "3"])
+    redis_server.stop()
+    wait_until(lambda: w.state()["decisions"]["store_up"] is False, 10, what="the store seen down")
+    r = w.admin_req("POST", "/admin/regions/eu-west-1/disable", {"scope": "local"})
+    assert r.status == 200, r.body
+    for _ in range(30):  # fresh connections: spread over the three workers
+        assert w.get(API, headers=GB).region == "us-east-1"
+    redis_server.start()
+    wait_until(lambda: w.state()["decisions"]["store_up"], 15, what="the store seen back")
+    # The explicit enable, sent to the supervisor, ends the override in every worker,
+    # not only in the one that commits it to Redis.
+    assert w.admin_req("POST", "/admin/regions/eu-west-1/enable").status == 200
+    assert not region(w.state(), "eu-west-1")["disabled"]
+    for _ in range(30):
+        assert w.get(API, headers=GB).region == "eu-west-1"
