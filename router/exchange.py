@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 from .errors import NotSent, Rejected, Sent
 from .http1 import LAST_CHUNK, encode_chunk, error_response, origin_form, status_line, valid_request_id
-from .logs import log_route, routing_log
+from .logs import log_route, routing_log, skipped_text
 from .retry import RETRY, RETRY_STATUSES, retry_decision
 from .candidates import panic_pick, passed_over, skip_reason
 from .tunnel import Tunnel
@@ -635,7 +635,7 @@ class Exchange:
     def no_region_detail(self) -> str:
         if not self.skipped:
             return "no candidate region for this request"
-        return "no region available: " + ", ".join(f"{r} {why}" for r, why in self.skipped)
+        return "no region available: " + skipped_text(self.skipped)
 
     def count_failover(self, src: str, dst: str, reason: str) -> None:
         self.proxy.metrics.failovers.labels(src, dst, reason).inc()

@@ -154,9 +154,12 @@ class UpstreamPool:
         waiter = self._loop.create_future()
         self._waiters.append(waiter)
         self._arm_reclaim()
+        # asyncio.timeout, not wait_for, here and below: on 3.11 wait_for swallows a
+        # cancel that lands as the result comes, and an abandoned request went on.
         try:
-            got = await asyncio.wait_for(waiter, self._wait)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self._wait):
+                got = await waiter
+        except TimeoutError:
             raise NotSent(
                 "pool", f"all {self._size} connections to {self.region} busy for {self._wait:g}s"
             ) from None
@@ -181,8 +184,9 @@ class UpstreamPool:
     async def _connect(self) -> UpstreamConnection:
         self._open += 1
         try:
-            conn = await asyncio.wait_for(self._open_connection(), self._connect_timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self._connect_timeout):
+                conn = await self._open_connection()
+        except TimeoutError:
             self._slot_freed()
             raise NotSent(
                 "connect-timeout", f"{self.region}: no connection within {self._connect_timeout:g}s"
@@ -231,8 +235,9 @@ class UpstreamPool:
         if self._closed:
             raise NotSent("closed", "router is shutting down")
         try:
-            conn = await asyncio.wait_for(self._open_connection(), self._connect_timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self._connect_timeout):
+                conn = await self._open_connection()
+        except TimeoutError:
             raise NotSent(
                 "connect-timeout", f"{self.region}: no connection within {self._connect_timeout:g}s"
             ) from None

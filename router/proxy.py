@@ -131,9 +131,10 @@ class Proxy:
         waiter = self.loop.create_future()
         self._retry_waiters.append(waiter)
         try:
-            await asyncio.wait_for(waiter, self.limits.connect_timeout)
+            async with asyncio.timeout(self.limits.connect_timeout):  # not wait_for: see pool._wait_turn
+                await waiter
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         except BaseException:
             if waiter.done() and not waiter.cancelled():
