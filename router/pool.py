@@ -257,7 +257,8 @@ class UpstreamPool:
             self._arm_reclaim()
 
     def unstalled(self, conn: UpstreamConnection) -> None:
-        self._stalled.pop(conn, None)
+        if self._stalled:  # rarely: no dict operation per request
+            self._stalled.pop(conn, None)
 
     def _arm_reclaim(self) -> None:
         if self._reclaimer is None and self._stalled and not self._closed:
@@ -280,7 +281,8 @@ class UpstreamPool:
 
     def release(self, conn: UpstreamConnection) -> None:
         """A finished, reusable connection: to a waiter first, else idle."""
-        self._stalled.pop(conn, None)
+        if self._stalled:  # rarely: no dict operation per request
+            self._stalled.pop(conn, None)
         if self._closed:
             conn.pool = None
             conn.close()
@@ -299,7 +301,8 @@ class UpstreamPool:
         if conn.pool is not self:
             return
         conn.pool = None
-        self._stalled.pop(conn, None)
+        if self._stalled:  # rarely: no dict operation per request
+            self._stalled.pop(conn, None)
         try:
             self._idle.remove(conn)
         except ValueError:

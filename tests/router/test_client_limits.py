@@ -388,12 +388,18 @@ def _fresh_connection(rig):
     return made
 
 
-def test_a_stalled_client_loses_its_region_connection_to_a_waiting_request(rig_factory):
-    rig = rig_factory(pool_size=1, pool_wait=2.0, send_timeout=60.0)
-    up, ut = rig.upstream("us-east-1")
-    hog, ht = rig.client(("203.0.113.7", 4000))
-    hog.data_received(GET)
+def _downloading(rig, send_timeout):
+    """A client in the middle of a big answer on the pool's only connection."""
+    rig_ = rig(pool_size=1, pool_wait=2.0, send_timeout=send_timeout)
+    up, ut = rig_.upstream("us-east-1")
+    client, ct = rig_.client(("203.0.113.7", 4000))
+    client.data_received(GET)
     up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 4000000\r\n\r\n" + b"x" * 1000)
+    return rig_, ut, client, ct
+
+
+def test_a_stalled_client_loses_its_region_connection_to_a_waiting_request(rig_factory):
+    rig, ut, hog, ht = _downloading(rig_factory, 60.0)
     hog.pause_writing()  # it stopped reading
     assert ut.paused
     made = _fresh_connection(rig)
@@ -414,11 +420,7 @@ def test_a_stalled_client_loses_its_region_connection_to_a_waiting_request(rig_f
 
 
 def test_a_stalled_client_is_left_alone_while_nobody_waits(rig_factory):
-    rig = rig_factory(pool_size=1, pool_wait=2.0, send_timeout=8.0)
-    up, ut = rig.upstream("us-east-1")
-    hog, ht = rig.client()
-    hog.data_received(GET)
-    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 4000000\r\n\r\n" + b"x" * 1000)
+    rig, ut, hog, ht = _downloading(rig_factory, 8.0)
     hog.pause_writing()
     rig.advance(7.0)  # only send_timeout cuts it
     assert not ht.closed
@@ -429,11 +431,7 @@ def test_a_stalled_client_is_left_alone_while_nobody_waits(rig_factory):
 
 
 def test_a_client_that_reads_again_is_not_cut_for_a_waiting_request(rig_factory):
-    rig = rig_factory(pool_size=1, pool_wait=2.0, send_timeout=60.0)
-    up, ut = rig.upstream("us-east-1")
-    reader, rt_ = rig.client(("203.0.113.7", 4000))
-    reader.data_received(GET)
-    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 4000000\r\n\r\n" + b"x" * 1000)
+    rig, ut, reader, rt_ = _downloading(rig_factory, 60.0)
     reader.pause_writing()
     rig.advance(0.5)
     reader.resume_writing()  # drained: it is reading
